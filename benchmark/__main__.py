@@ -1,0 +1,106 @@
+"""`python -m benchmark {list,data,train,bench}`; every failure a user can cause ends in one clear line."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _common(p, model=True):
+    if model:
+        p.add_argument("--model", default="s3vae", help="registered model (see `list`)")
+    p.add_argument("--dataset", default="sprites", help="registered dataset (see `list`)")
+    p.add_argument("--profile", default="auto", help="smoke | cpu | paper | auto (paper on CUDA, else cpu)")
+    p.add_argument("--data-dir", default=None, help="real dataset files (default: embedded data)")
+
+
+def _config(args):
+    from benchmark.config import parse_overrides, resolve_config
+    from benchmark.profiles import get_profile
+    profile = get_profile(args.profile).name
+    if args.profile == "auto":
+        print(f"profile: {profile} (auto)", file=sys.stderr)
+    overrides = parse_overrides(getattr(args, "override", None))
+    for flag, key in (("data_dir", "data.data_dir"), ("device", "train.device"), ("precision", "train.precision")):
+        if getattr(args, flag, None) is not None:
+            overrides[key] = getattr(args, flag)
+    return resolve_config(args.model, args.dataset, profile, getattr(args, "seed", 0), overrides)
+
+
+def cmd_list(args):
+    from benchmark.api import model_table
+    from benchmark.data import _import_all
+    from benchmark.profiles import PROFILES
+    from benchmark.registry import DATASETS
+    _import_all()
+    print("models:")
+    for r in model_table():
+        print(f"  {r['name']:<12} [{r['capabilities']}] {r['doc']}" + (f"  fixes {r['fixes']}" if r["fixes"] else ""))
+    print("datasets:")
+    for name, e in DATASETS.items():
+        print(f"  {name:<12} {e.doc}")
+    print("profiles:")
+    for name, p in PROFILES.items():
+        print(f"  {name:<12} {p.doc}; data {p.data}")
+
+
+def cmd_data(args):
+    from benchmark.data import load_dataset
+    for split in ("train", "val", "test"):
+        ds = load_dataset(args.dataset, split, args.profile, args.data_dir)
+        print(f"{args.dataset}/{split}: {len(ds)} sequences, x {tuple(ds.tensors['x'].shape[1:])}, "
+              f"fingerprint {ds.fingerprint}")
+    print(json.dumps(ds.info.__dict__, default=str))
+
+
+def cmd_train(args):
+    from benchmark.api import train
+    cfg = _config(args)
+    summary = train(cfg, resume=args.resume, tracking_uri=args.tracking_uri)
+    print(json.dumps(summary, indent=2))
+
+
+def cmd_bench(args):
+    from benchmark.api import bench
+    cfg = _config(args)
+    res = bench(cfg, steps=args.steps)
+    print(json.dumps(res, indent=2))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m benchmark", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("list", help="models with capabilities, datasets, profiles").set_defaults(fn=cmd_list)
+    p = sub.add_parser("data", help="build/cache a dataset and print its splits")
+    _common(p, model=False)
+    p.set_defaults(fn=cmd_data)
+    p = sub.add_parser("train", help="train one model on one dataset (tracked in MLflow)")
+    _common(p)
+    p.add_argument("-o", "--override", action="append", metavar="KEY=VALUE", help="e.g. -o loss.lambda_scc=100")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", default=None, help="checkpoint to continue from")
+    p.add_argument("--device", default=None, help="auto | cpu | cuda[:N]")
+    p.add_argument("--precision", default=None, choices=["auto", "bf16", "fp32"])
+    p.add_argument("--tracking-uri", default=None, help="MLflow store (default sqlite:///mlruns.db or $MLFLOW_TRACKING_URI)")
+    p.set_defaults(fn=cmd_train)
+    p = sub.add_parser("bench", help="training throughput, FLOP/s, peak memory, parameter count")
+    _common(p)
+    p.add_argument("-o", "--override", action="append", metavar="KEY=VALUE")
+    p.add_argument("--precision", default=None, choices=["auto", "bf16", "fp32"])
+    p.add_argument("--device", default=None)
+    p.add_argument("--steps", type=int, default=6)
+    p.set_defaults(fn=cmd_bench)
+    args = ap.parse_args(argv)
+    from benchmark.trainer import TrainingError
+    from benchmark.tracking import TrackingError
+    try:
+        args.fn(args)
+    except (KeyError, ValueError, FileNotFoundError, TrainingError, TrackingError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

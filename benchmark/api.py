@@ -1,0 +1,106 @@
+"""What the CLI commands do, as functions (tests and tables call these too)."""
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from benchmark import tracking, visuals
+from benchmark.config import RunConfig
+from benchmark.data import load_dataset
+from benchmark.seeding import seed_everything
+from benchmark.trainer import Trainer
+from benchmark.zoo import MODELS, build_model
+
+
+def run_tags(cfg: RunConfig, dataset, device) -> dict:
+    return {"model": cfg.model.name, "dataset": cfg.data.name, "profile": cfg.profile, "seed": cfg.seed,
+            "dataset_fingerprint": dataset.fingerprint, **tracking.git_info(), **tracking.host_info(device)}
+
+
+def train(cfg: RunConfig, resume: str | None = None, tracking_uri: str | None = None,
+          progress: bool = True, ckpt_root: str = "checkpoints", parent_run_id: str | None = None) -> dict:
+    """Train one model on one dataset, tracked in MLflow. Returns run id, checkpoint, final terms, wall time."""
+    tracking.health_check(tracking.resolve_uri(tracking_uri))  # before any data or model work
+    dataset = load_dataset(cfg.data.name, cfg.train.split, cfg.profile, cfg.data.data_dir)
+    seed_everything(cfg.seed)
+    model = build_model(cfg, dataset.info)
+    name = f"{cfg.model.name}-{cfg.data.name}-{cfg.profile}-s{cfg.seed}"
+    with tracking.start_run(name, uri=tracking_uri, parent_run_id=parent_run_id,
+                            tags={"model": cfg.model.name}) as run:
+        ckpt_dir = Path(ckpt_root) / run.run_id
+        trainer = Trainer(model, dataset, cfg, tracker=run, ckpt_dir=ckpt_dir, progress=progress)
+        run.set_tags(run_tags(cfg, dataset, trainer.device) | {"precision": trainer.precision,
+                                                               "checkpoint_dir": str(ckpt_dir)})
+        run.log_params(cfg.flat())
+        run.log_text(cfg.to_json(), "config.json")
+        try:
+            state = trainer.fit(resume=resume)
+        except KeyboardInterrupt:
+            path = trainer.save_checkpoint()
+            print(f"\ninterrupted at step {trainer.state.step}; resume with --resume {path}")
+            raise
+        ckpt = trainer.save_checkpoint(ckpt_dir / "final.pt")
+        run.log_artifact(ckpt, "checkpoints")
+        log_pictures(model, dataset, run, trainer)
+        final = state.history[-1][1] if state.history else {}
+        summary = {"run_id": run.run_id, "checkpoint": str(ckpt), "steps": state.step, "wall_time_s": trainer.wall_time,
+                   "sequences_per_s": state.step * cfg.train.batch_size / max(trainer.wall_time, 1e-9),
+                   "final_terms": final, "precision": trainer.precision, "device": str(trainer.device)}
+        run.log_metrics({"wall_time_s": trainer.wall_time, "train_sequences_per_s": summary["sequences_per_s"]},
+                        state.step)
+        run.log_text(json.dumps(summary, indent=2), "summary.json")
+    return summary
+
+
+def log_pictures(model, dataset, run, trainer) -> None:
+    """Reconstruction, swap and prior-sample grids of test-time behaviour (eval mode, fp32)."""
+    model.eval()
+    x = dataset.batch(torch.arange(min(8, len(dataset))))["x"].to(trainer.device)
+    with tempfile.TemporaryDirectory() as d:
+        if "encode" in model.capabilities:
+            run.log_artifact(visuals.reconstruction_grid(model, x, Path(d) / "reconstruction.png"), "figures")
+        if "swap" in model.capabilities:
+            run.log_artifact(visuals.swap_grid(model, x, Path(d) / "swap.png"), "figures")
+        if "sample" in model.capabilities:
+            run.log_artifact(visuals.sample_grid(model, x.shape[1], Path(d) / "samples.png"), "figures")
+    model.train()
+
+
+def bench(cfg: RunConfig, steps: int = 6, warmup: int = 2) -> dict:
+    """Training throughput (sequences/s at the configured batch), FLOP/s, peak RSS, parameters."""
+    import resource
+    from torch.utils.flop_counter import FlopCounterMode
+    dataset = load_dataset(cfg.data.name, "test", cfg.profile, cfg.data.data_dir)
+    seed_everything(cfg.seed)
+    model = build_model(cfg, dataset.info)
+    cfg.train.max_steps, cfg.train.checkpoint_every = 10**9, 0
+    trainer = Trainer(model, dataset, cfg, progress=False)
+    batches = trainer.batches.epoch(0)
+    batch = next(batches)
+    for _ in range(warmup):
+        trainer._step(batch)
+    with FlopCounterMode(display=False) as fc:
+        trainer._step(batch)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        trainer._step(batch)
+    dt = (time.perf_counter() - t0) / steps
+    flops = fc.get_total_flops()
+    return {"model": cfg.model.name, "dataset": cfg.data.name, "profile": cfg.profile, "precision": trainer.precision,
+            "device": str(trainer.device), "threads": torch.get_num_threads(), "batch_size": cfg.train.batch_size,
+            "image_size": dataset.info.size, "parameters": sum(p.numel() for p in model.parameters()),
+            "sequences_per_s": cfg.train.batch_size / dt, "step_s": dt,
+            "gflop_per_sequence": flops / cfg.train.batch_size / 1e9, "achieved_tflops": flops / dt / 1e12,
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def model_table() -> list[dict]:
+    rows = []
+    for name, entry in MODELS.items():
+        caps = sorted(getattr(entry.builder, "capabilities", ()))
+        rows.append({"name": name, "capabilities": ",".join(caps), "fixes": entry.defaults, "doc": entry.doc})
+    return rows

@@ -1,0 +1,103 @@
+"""Datasets: one module per dataset, one entry point for all of them.
+
+Every dataset is held in memory as a few tensors (frames as uint8) so that the
+trainer can index whole batches at once instead of decoding items in Python.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from benchmark.registry import DATASETS
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a model, judge or protocol needs to know about a dataset."""
+    name: str
+    kind: str                      # "video" | "audio"
+    frames: int                    # T
+    channels: int                  # C (1 for audio: features live in `size`)
+    size: int                      # image side (video) or feature bins (audio)
+    static_labels: dict[str, int]  # label family -> number of classes (time-invariant)
+    dynamic_labels: dict[str, int]  # sequence-level dynamic label families (e.g. action)
+    dfp: dict = field(default_factory=dict)  # self-supervision signal: {"kind": "patch"|"regress"|"binary", "dim": int, ...}
+    num_train: int = 0             # N for the MWS estimator
+
+
+class SequenceDataset(Dataset):
+    """In-memory sequences: `x` uint8 [N,T,C,H,W] (or float for audio) plus label tensors [N,...]."""
+
+    def __init__(self, info: DatasetInfo, split: str, tensors: dict[str, torch.Tensor], fingerprint: str):
+        n = {k: len(v) for k, v in tensors.items()}
+        if len(set(n.values())) != 1:
+            raise ValueError(f"dataset {info.name}/{split}: tensors disagree on length: {n}")
+        self.info, self.split, self.tensors, self.fingerprint = info, split, tensors, fingerprint
+
+    def __len__(self):
+        return len(self.tensors["x"])
+
+    def batch(self, idx) -> dict[str, torch.Tensor]:
+        """Items `idx` (tensor/list of indices) as one batch dict, frames as float in [0,1]."""
+        out = {k: v[idx] for k, v in self.tensors.items()}
+        if out["x"].dtype == torch.uint8:
+            out["x"] = out["x"].float().div_(255)
+        return out
+
+    def __getitem__(self, i):
+        return {k: v[0] for k, v in self.batch([i]).items()}
+
+
+def cache_dir() -> Path:
+    """Where generated data and derived labels are cached (gitignored, inside the working dir by default)."""
+    d = Path(os.environ.get("BENCHMARK_CACHE", "data_cache"))
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def fingerprint(obj) -> str:
+    """Short stable hash of a JSON-able object (dataset generation settings, configs)."""
+    if hasattr(obj, "__dataclass_fields__"):
+        obj = asdict(obj)
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def cached_arrays(name: str, key: str, build):
+    """Load `{name}-{key}.npz` from the cache, or call build() -> dict of arrays and save it atomically."""
+    path = cache_dir() / f"{name}-{key}.npz"
+    if path.exists():
+        with np.load(path) as z:
+            return {k: z[k] for k in z.files}
+    arrays = build()
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+    return arrays
+
+
+SPLITS = ("train", "val", "test")
+
+
+def load_dataset(name: str, split: str, profile="cpu", data_dir: str | None = None) -> SequenceDataset:
+    """The one entry point: `name` from the dataset registry, split train|val|test.
+
+    `profile` (a name or a Profile) sets sizes for the embedded data; `data_dir`
+    switches to the real-format loader of the files the user already has.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    from benchmark.profiles import get_profile
+    prof = get_profile(profile) if isinstance(profile, str) else profile
+    _import_all()
+    return DATASETS.build(name, split=split, data=prof.data_for(name), data_dir=data_dir)
+
+
+def _import_all():
+    from benchmark.data import sprites  # noqa: F401  (registers itself)

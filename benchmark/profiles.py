@@ -1,0 +1,64 @@
+"""Profiles are data: a table of sizes per dataset plus training settings.
+
+Smaller profiles change numbers (image size, widths, data size, epochs), never code paths.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Profile:
+    name: str
+    doc: str
+    train: dict            # dotted-free keys of TrainConfig (epochs, batch_size, ...)
+    model: dict            # keys of ModelConfig (width, hidden, ...) applied to every model
+    data: dict             # dataset name -> generation/loading settings
+    latent: dict           # dataset name -> (d_zf, d_zt)
+    judge: dict = field(default_factory=dict)  # judge training settings
+
+    def data_for(self, name: str) -> dict:
+        if name not in self.data:
+            raise KeyError(f"profile {self.name!r} has no settings for dataset {name!r}; it knows {sorted(self.data)}")
+        return copy.deepcopy(self.data[name])
+
+
+# the seed's (d_zf, d_zt) per dataset (appendix D, Table 3 for TIMIT)
+PAPER_LATENTS = {"smmnist": (256, 32), "sprites": (256, 32), "faces": (8, 128), "speech": (64, 64)}
+
+PROFILES = {
+    "smoke": Profile(
+        "smoke", "tests and CI: every code path in seconds",
+        train=dict(epochs=1, batch_size=8, max_steps=4, log_every=1, checkpoint_every=0),
+        model=dict(width=0.125, hidden=32, feat_dim=32),
+        data={"sprites": dict(image_size=32, characters=30, seed=1234, frames=8)},
+        latent={k: (8, 4) for k in PAPER_LATENTS},
+        judge=dict(epochs=1, batch_size=16, width=0.125, hidden=16),
+    ),
+    "cpu": Profile(
+        "cpu", "a meaningful result on a 2-core CPU in well under an hour per table",
+        train=dict(epochs=8, batch_size=16, max_steps=0, log_every=10, checkpoint_every=500),
+        model=dict(width=0.5, hidden=128, feat_dim=128),
+        data={"sprites": dict(image_size=32, characters=1296, seed=1234, frames=8)},
+        latent=dict(PAPER_LATENTS),
+        judge=dict(epochs=3, batch_size=32, width=0.25, hidden=64),
+    ),
+    "paper": Profile(
+        "paper", "the seed's settings (appendix D) for a GPU",
+        train=dict(epochs=1000, batch_size=16, max_steps=0, log_every=10, checkpoint_every=2000),
+        model=dict(width=1.0, hidden=256, feat_dim=128),
+        data={"sprites": dict(image_size=64, characters=1296, seed=1234, frames=8)},
+        latent=dict(PAPER_LATENTS),
+        judge=dict(epochs=10, batch_size=32, width=0.5, hidden=128),
+    ),
+}
+
+
+def get_profile(name: str) -> Profile:
+    if name == "auto":
+        import torch
+        name = "paper" if torch.cuda.is_available() else "cpu"
+    if name not in PROFILES:
+        raise KeyError(f"unknown profile {name!r}; known profiles: auto, {', '.join(PROFILES)}")
+    return PROFILES[name]

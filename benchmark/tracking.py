@@ -1,0 +1,135 @@
+"""MLflow, and only here: runs, params, per-step metrics, tags, artifacts, run lookup."""
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import subprocess
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+DEFAULT_URI = "sqlite:///mlruns.db"
+DEFAULT_EXPERIMENT = "s3vae-benchmark"
+
+
+class TrackingError(RuntimeError):
+    pass
+
+
+def resolve_uri(uri: str | None = None) -> str:
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+
+
+def health_check(uri: str, timeout: float = 5.0) -> None:
+    """Fail in seconds on a dead http(s) server (MLflow's own client retries for ~4 minutes)."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as r:
+            if r.status != 200:
+                raise TrackingError(f"tracking server {uri} answered HTTP {r.status} on /health")
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise TrackingError(f"tracking server {uri} is unreachable ({reason}); start it, fix --tracking-uri / "
+                            f"MLFLOW_TRACKING_URI, or use the embedded store {DEFAULT_URI}") from None
+
+
+def git_info() -> dict[str, str]:
+    root = Path(__file__).resolve().parent.parent
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+    try:
+        sha = git("rev-parse", "HEAD") or "unknown"
+        dirty = "true" if git("status", "--porcelain", "--untracked-files=no") else "false"
+    except (OSError, subprocess.SubprocessError):
+        sha, dirty = "unknown", "unknown"
+    return {"git_commit": sha, "git_dirty": dirty}
+
+
+def host_info(device) -> dict[str, str]:
+    import torch
+    dev = str(device)
+    if getattr(device, "type", "") == "cuda":
+        dev += f" ({torch.cuda.get_device_name(device)})"
+    return {"host": socket.gethostname(), "device": dev, "cpu": platform.processor() or platform.machine(),
+            "threads": str(torch.get_num_threads()), "torch": torch.__version__}
+
+
+class Tracker:
+    """One MLflow run. Metrics are buffered and written in batches (a sqlite write per step is slow)."""
+
+    def __init__(self, run, client, flush_every: int = 200):
+        self.run, self.client, self.flush_every = run, client, flush_every
+        self._buffer = []
+
+    @property
+    def run_id(self) -> str:
+        return self.run.info.run_id
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+        import time
+        ts = int(time.time() * 1000)
+        self._buffer += [Metric(k, float(v), ts, step) for k, v in metrics.items()]
+        if len(self._buffer) >= self.flush_every:
+            self.flush()
+
+    def flush(self) -> None:
+        while self._buffer:
+            chunk, self._buffer = self._buffer[:1000], self._buffer[1000:]
+            self.client.log_batch(self.run_id, metrics=chunk)
+
+    def log_params(self, params: dict) -> None:
+        from mlflow.entities import Param
+        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i:i + 100])
+
+    def set_tags(self, tags: dict) -> None:
+        for k, v in tags.items():
+            self.client.set_tag(self.run_id, k, str(v))
+
+    def log_artifact(self, path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_text(self, text: str, name: str) -> None:
+        self.client.log_text(self.run_id, text, name)
+
+
+@contextmanager
+def start_run(run_name: str, tags: dict | None = None, uri: str | None = None,
+              experiment: str = DEFAULT_EXPERIMENT, parent_run_id: str | None = None):
+    """A tracked run; ends FINISHED on success, FAILED (with the error as a tag) on an exception."""
+    from mlflow.tracking import MlflowClient
+    uri = resolve_uri(uri)
+    health_check(uri)
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
+    tags = {k: str(v) for k, v in (tags or {}).items()}
+    if parent_run_id:
+        tags["mlflow.parentRunId"] = parent_run_id
+    run = client.create_run(exp_id, run_name=run_name, tags=tags)
+    tracker = Tracker(run, client)
+    try:
+        yield tracker
+    except BaseException as e:
+        tracker.flush()
+        client.set_tag(tracker.run_id, "error", f"{type(e).__name__}: {e}"[:5000])
+        client.set_terminated(tracker.run_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        raise
+    tracker.flush()
+    client.set_terminated(tracker.run_id, "FINISHED")
+
+
+def find_run(run_id: str, uri: str | None = None):
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+    uri = resolve_uri(uri)
+    health_check(uri)
+    try:
+        return MlflowClient(uri).get_run(run_id)
+    except MlflowException:
+        raise TrackingError(f"--run {run_id}: no such run in {uri}") from None

@@ -1,0 +1,203 @@
+"""One training loop for every model: device, precision, checkpoint/resume, NaN guard, progress, hooks."""
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from benchmark.seeding import derive, rng_state, set_rng_state
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot go on (non-finite loss, bad checkpoint); the message says why."""
+
+
+def select_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise TrainingError(f"--device {name}: CUDA is not available on this machine (use cpu or auto)")
+    return torch.device(name)
+
+
+def cpu_has_bf16_units() -> bool:
+    """AMX or AVX-512 BF16: the CPUs on which bf16 autocast is a speed-up rather than an emulation."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(f in flags for f in ("amx_bf16", "avx512_bf16"))
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """auto -> bf16 on CUDA with bf16 support and on CPUs with bf16 units, else fp32."""
+    if precision not in ("auto", "bf16", "fp32"):
+        raise ValueError(f"--precision {precision!r}: expected auto, bf16 or fp32")
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_has_bf16_units() else "fp32"
+
+
+class Batches:
+    """Deterministic full batches: epoch e's order is a permutation seeded by (seed, e), so a resumed
+    run sees exactly the batches the uninterrupted one would have. Drops the last partial batch
+    (BatchNorm and the MWS estimator want full batches)."""
+
+    def __init__(self, dataset, batch_size: int, seed: int, device: torch.device):
+        if len(dataset) < batch_size:
+            raise TrainingError(f"dataset {dataset.info.name}/{dataset.split} has {len(dataset)} sequences, "
+                                f"fewer than one batch of {batch_size}")
+        self.dataset, self.batch_size, self.seed, self.device = dataset, batch_size, seed, device
+        self.per_epoch = len(dataset) // batch_size
+
+    def epoch(self, e: int, start: int = 0):
+        g = torch.Generator().manual_seed(derive(self.seed, "data-order", e))
+        perm = torch.randperm(len(self.dataset), generator=g)
+        for i in range(start, self.per_epoch):
+            batch = self.dataset.batch(perm[i * self.batch_size:(i + 1) * self.batch_size])
+            yield {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    history: list = field(default_factory=list)  # (step, terms) every log_every steps, for summaries
+
+
+def weighted_total(terms: dict, weights: dict) -> torch.Tensor:
+    """Σ weight·term over the weighted terms (the objective); other terms are diagnostics."""
+    return sum(w * terms[k].float() for k, w in weights.items() if w != 0 and k in terms)
+
+
+def check_finite(terms: dict, total: torch.Tensor, step: int) -> None:
+    if torch.isfinite(total):
+        return
+    bad = [f"{k}={v.item():.4g}" for k, v in terms.items() if not torch.isfinite(v)]
+    raise TrainingError(f"non-finite loss at step {step}: "
+                        f"{', '.join(bad) if bad else f'total={total.item()} (overflow of a large weighted term)'}; "
+                        f"try a lower loss weight or learning rate, or --precision fp32")
+
+
+class Trainer:
+    def __init__(self, model, dataset, cfg, tracker=None, ckpt_dir: str | Path = "checkpoints",
+                 hooks: list[Callable] | None = None, progress: bool = True):
+        self.cfg, self.tc = cfg, cfg.train
+        self.device = select_device(self.tc.device)
+        self.precision = resolve_precision(self.tc.precision, self.device)
+        self.model = model.to(self.device)
+        if dataset.info.kind == "video":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.optimizers = self.model.configure_optimizers(self.tc)
+        self.step_fn = torch.compile(self._step) if self.tc.compile else self._step
+        self.batches = Batches(dataset, self.tc.batch_size, cfg.seed, self.device)
+        self.weights = self.model.loss_weights()
+        self.tracker, self.hooks, self.progress = tracker, hooks or [], progress
+        self.ckpt_dir = Path(ckpt_dir)
+        self.state = TrainState()
+
+    @property
+    def total_steps(self) -> int:
+        n = self.tc.epochs * self.batches.per_epoch
+        return min(n, self.tc.max_steps) if self.tc.max_steps else n
+
+    def autocast(self):
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _step(self, batch):
+        """Default step: forward, Σ weight·term, backward, clip, update. Models with their own
+        update rule (adversarial ones) provide train_step(batch, optimizers, weights, autocast)."""
+        if "adversarial" in self.model.capabilities:
+            return self.model.train_step(batch, self.optimizers, self.weights, self.autocast)
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=True)
+        with self.autocast():
+            terms = self.model.loss_terms(batch)
+        total = weighted_total(terms, self.weights)
+        check_finite(terms, total, self.state.step)
+        total.backward()
+        if self.tc.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tc.grad_clip)
+        for opt in self.optimizers:
+            opt.step()
+        out = {k: v.detach() for k, v in terms.items()}
+        out["total"] = total.detach()
+        return out
+
+    # ---- checkpoints -----------------------------------------------------------------------
+    def save_checkpoint(self, path: Path | None = None) -> Path:
+        path = Path(path or self.ckpt_dir / "last.pt")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {"model": self.model.state_dict(), "optimizers": [o.state_dict() for o in self.optimizers],
+                   "rng": rng_state(), "state": self.state.__dict__, "config": self.cfg.to_dict(),
+                   "dataset_fingerprint": self.batches.dataset.fingerprint}
+        tmp = path.with_suffix(".tmp")
+        torch.save(payload, tmp)
+        os.replace(tmp, path)  # atomic: a crash mid-save never destroys the previous checkpoint
+        return path
+
+    def load_checkpoint(self, path) -> None:
+        path = Path(path)
+        if not path.is_file():
+            raise TrainingError(f"--resume {path}: no such checkpoint file")
+        try:
+            payload = torch.load(path, map_location=self.device, weights_only=False)
+        except Exception as e:  # noqa: BLE001 - any unreadable file gets the same clear message
+            raise TrainingError(f"--resume {path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+        if not isinstance(payload, dict) or "model" not in payload:
+            raise TrainingError(f"--resume {path}: not a checkpoint written by this harness")
+        saved = payload["config"]
+        for key in ("model", "data"):
+            if saved[key]["name"] != getattr(self.cfg, key).name:
+                raise TrainingError(f"--resume {path}: checkpoint is for {key} {saved[key]['name']!r}, "
+                                    f"this run is {getattr(self.cfg, key).name!r}")
+        self.model.load_state_dict(payload["model"])
+        for opt, sd in zip(self.optimizers, payload["optimizers"]):
+            opt.load_state_dict(sd)
+        set_rng_state(payload["rng"])
+        self.state = TrainState(**payload["state"])
+
+    # ---- loop ------------------------------------------------------------------------------
+    def fit(self, resume: str | Path | None = None) -> TrainState:
+        if resume:
+            self.load_checkpoint(resume)
+        self.model.train()
+        st, tc = self.state, self.tc
+        bar = tqdm(total=self.total_steps, initial=st.step, disable=not self.progress, unit="step",
+                   desc=f"{self.cfg.model.name}/{self.cfg.data.name}", dynamic_ncols=True)
+        t0 = time.perf_counter()
+        while st.step < self.total_steps:
+            for batch in self.batches.epoch(st.epoch, st.batch_in_epoch):
+                terms = self.step_fn(batch)
+                st.step += 1
+                st.batch_in_epoch += 1
+                if st.step % tc.log_every == 0 or st.step == self.total_steps:
+                    vals = {k: float(v) for k, v in terms.items()}
+                    st.history.append((st.step, vals))
+                    if self.tracker:
+                        self.tracker.log_metrics(vals, st.step)
+                    bar.set_postfix({k: f"{v:.3g}" for k, v in vals.items()}, refresh=False)
+                bar.update(1)
+                if tc.checkpoint_every and st.step % tc.checkpoint_every == 0:
+                    self.save_checkpoint()
+                if st.step >= self.total_steps:
+                    break
+            else:
+                st.epoch += 1
+                st.batch_in_epoch = 0
+                for hook in self.hooks:
+                    hook(self)
+        bar.close()
+        self.wall_time = time.perf_counter() - t0
+        return st

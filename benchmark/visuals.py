@@ -1,0 +1,85 @@
+"""Pictures people look at: reconstruction grids, z_f/z_t swap grids and GIFs, prior samples."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.utils import make_grid, save_image
+
+
+def _as_images(seq: torch.Tensor, kind: str) -> torch.Tensor:
+    """[N, T, C, H, W] frames (video) or [N, T, bins] features (audio: one spectrogram image per sequence)."""
+    if kind == "audio":
+        s = seq.transpose(1, 2).flip(1)  # [N, bins, T], low frequencies at the bottom
+        s = (s - s.amin((1, 2), keepdim=True)) / (s.amax((1, 2), keepdim=True) - s.amin((1, 2), keepdim=True) + 1e-8)
+        return s[:, None, None].expand(-1, 1, 3, -1, -1)
+    return seq
+
+
+def rows_grid(rows: list[torch.Tensor], kind: str) -> torch.Tensor:
+    """Each row a sequence [T, C, H, W]; returns one image tensor."""
+    frames = torch.cat([_as_images(r[None].float().cpu(), kind)[0] for r in rows])
+    return make_grid(frames.clamp(0, 1), nrow=len(frames) // len(rows), padding=1, pad_value=1.0)
+
+
+@torch.no_grad()
+def reconstruction_grid(model, x: torch.Tensor, path: Path, n: int = 4) -> Path:
+    """Pairs of rows: a real sequence, then its reconstruction from posterior means."""
+    lat = model.encode(x[:n], sample=False)
+    rec = model.decode(lat.zf_mean, lat.zt_mean)
+    rows = [r for i in range(min(n, len(x))) for r in (x[i], rec[i])]
+    save_image(rows_grid(rows, model.info.kind), path)
+    return Path(path)
+
+
+@torch.no_grad()
+def swap_sequences(model, x: torch.Tensor, n: int = 4) -> torch.Tensor:
+    """[n, n, T, ...]: cell (i, j) decodes z_f of sequence i with z_{1:T} of sequence j."""
+    lat = model.encode(x[:n], sample=False)
+    zf = lat.zf_mean.repeat_interleave(n, 0)
+    zt = lat.zt_mean.repeat(n, 1, 1)
+    out = model.decode(zf, zt)
+    return out.view(n, n, *out.shape[1:])
+
+
+def swap_grid(model, x: torch.Tensor, path: Path, n: int = 4) -> Path:
+    """Row i keeps the appearance (z_f) of sequence i; column block j takes the motion (z_t) of sequence j.
+    First row block: the real sequences."""
+    sw = swap_sequences(model, x, n)
+    rows = [x[j] for j in range(n)] + [sw[i, j] for i in range(n) for j in range(n)]
+    save_image(rows_grid(rows, model.info.kind), path)
+    return Path(path)
+
+
+def swap_gif(model, x: torch.Tensor, path: Path, n: int = 4, scale: int = 2) -> Path:
+    """Animated swap matrix: top row the motion sources, left column the appearance sources."""
+    from PIL import Image
+    sw = swap_sequences(model, x, n).float().cpu()
+    if model.info.kind != "video":
+        raise ValueError("swap GIFs are for video datasets")
+    real = x[:n].float().cpu()
+    t, c, h, w = real.shape[1:]
+    frames = []
+    for k in range(t):
+        canvas = torch.ones(c, (n + 1) * h, (n + 1) * w)
+        for j in range(n):
+            canvas[:, :h, (j + 1) * w:(j + 2) * w] = real[j, k]
+            canvas[:, (j + 1) * h:(j + 2) * h, :w] = real[j, 0]
+            for i in range(n):
+                canvas[:, (i + 1) * h:(i + 2) * h, (j + 1) * w:(j + 2) * w] = sw[i, j, k]
+        img = (canvas.clamp(0, 1).permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+        if c == 1:
+            img = img[..., 0]
+        frames.append(Image.fromarray(img).resize((img.shape[1] * scale, img.shape[0] * scale), Image.NEAREST))
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=150, loop=0)
+    return Path(path)
+
+
+@torch.no_grad()
+def sample_grid(model, steps: int, path: Path, n: int = 6) -> Path:
+    """Sequences generated from the prior (z_f ~ N(0, I), z_{1:T} from the learned prior)."""
+    lat = model.sample_prior(n, steps)
+    out = model.decode(lat.zf, lat.zt)
+    save_image(rows_grid(list(out), model.info.kind), path)
+    return Path(path)

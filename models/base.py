@@ -1,0 +1,209 @@
+"""The SequentialModel interface and the building blocks the sequence models share."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class Latents:
+    """Posterior (or prior) parameters and samples. z_f: [B, d_zf]; z_t: [B, T, d_zt]."""
+    zf_mean: torch.Tensor
+    zf_logvar: torch.Tensor
+    zf: torch.Tensor
+    zt_mean: torch.Tensor
+    zt_logvar: torch.Tensor
+    zt: torch.Tensor
+
+
+class SequentialModel(nn.Module):
+    """What the trainer, protocols and tables may call. Capabilities gate optional parts:
+    encode, swap, sample, generate, speaker, adversarial (own train_step)."""
+    capabilities: frozenset[str] = frozenset()
+
+    def loss_terms(self, batch) -> dict[str, torch.Tensor]:
+        """UNWEIGHTED loss terms; keys in `self.loss_weights()` are optimised, the rest are diagnostics."""
+        raise NotImplementedError
+
+    def loss_weights(self) -> dict[str, float]:
+        """Term name -> weight in the objective; the trainer forms Σ weight·term over these keys."""
+        raise NotImplementedError
+
+    def encode(self, x) -> Latents:
+        raise NotImplementedError
+
+    def decode(self, z_f, z_t) -> torch.Tensor:
+        raise NotImplementedError
+
+    def sample_prior(self, n: int, steps: int) -> Latents:
+        raise NotImplementedError
+
+    def generate(self, labels: dict, steps: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def configure_optimizers(self, train_cfg) -> list[torch.optim.Optimizer]:
+        fused = {"fused": True} if next(self.parameters()).is_cuda else {}
+        return [torch.optim.Adam(self.parameters(), lr=train_cfg.lr,
+                                 betas=(train_cfg.beta1, train_cfg.beta2), **fused)]
+
+
+def scaled(ch: int, width: float) -> int:
+    return max(4, int(round(ch * width)))
+
+
+def conv_depth(size: int) -> int:
+    """Number of stride-2 stages from `size` down to 4×4 (64 → 4, 32 → 3): depth follows image size."""
+    d = int(math.log2(size)) - 2
+    if d < 1 or 4 * 2 ** d != size:
+        raise ValueError(f"image size {size} is not supported: expected a power of two ≥ 8 (e.g. 32 or 64)")
+    return d
+
+
+class ConvFrameEncoder(nn.Module):
+    """Appendix D encoder: 4×4 stride-2 convs (64/128/256/512) + BN + LReLU(0.2), then a 4×4 valid conv
+    to `out_dim` + BN + tanh. Frames [N, C, H, W] -> features [N, out_dim]."""
+    WIDTHS = (64, 128, 256, 512)
+
+    def __init__(self, channels: int, size: int, out_dim: int = 128, width: float = 1.0):
+        super().__init__()
+        layers, c_in = [], channels
+        for w in self.WIDTHS[:conv_depth(size)]:
+            c = scaled(w, width)
+            layers += [nn.Conv2d(c_in, c, 4, 2, 1, bias=False), nn.BatchNorm2d(c), nn.LeakyReLU(0.2, inplace=True)]
+            c_in = c
+        layers += [nn.Conv2d(c_in, out_dim, 4, 1, 0, bias=False), nn.BatchNorm2d(out_dim), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x).flatten(1)
+
+
+# Rows (and columns) of a 3×3 kernel that land on the same low-resolution pixel after a 2×
+# nearest upsample: output phase 0 reads low-res offsets (-1, 0), phase 1 reads (0, +1).
+_PHASE_TAPS = torch.tensor([[[1., 0., 0.], [0., 1., 1.]],
+                            [[1., 1., 0.], [0., 0., 1.]]])
+
+
+class UpsampleConv3x3(nn.Module):
+    """Exactly nearest-upsample(2×) followed by a 3×3 conv (pad 1), computed without the upsample.
+
+    Each of the four output phases is a 2×2 conv of the low-resolution input with a kernel
+    that sums the 3×3 taps falling on the same input pixel: 16 instead of 36 multiply-adds
+    per input pixel and no 4× larger intermediate, with the same parameters (a 3×3
+    nn.Conv2d weight). The decoder's upsample+conv stages are ~85% of S3VAE's FLOPs."""
+
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, 3, 1, 1, bias=False)  # holds the 3×3 weight
+        self.register_buffer("taps", _PHASE_TAPS.clone(), persistent=False)
+
+    def forward(self, x):
+        w = self.conv.weight                                     # [O, I, 3, 3]
+        taps = self.taps.to(w.dtype)
+        k = torch.einsum("ary,bcx,oiyx->oabirc", taps, taps, w)  # [O, 2, 2, I, 2, 2]
+        o, h, wd = w.shape[0], x.shape[-2], x.shape[-1]
+        y = nn.functional.conv2d(nn.functional.pad(x, (1, 1, 1, 1)), k.reshape(o * 4, w.shape[1], 2, 2))
+        y = y.view(y.shape[0], o, 2, 2, h + 1, wd + 1)
+        phases = torch.stack([torch.stack([y[:, :, a, b, a:a + h, b:b + wd] for b in (0, 1)], 2) for a in (0, 1)], 2)
+        # phases [N, O, a, b, H, W] -> interleave to [N, O, 2H, 2W]
+        return phases.permute(0, 1, 4, 2, 5, 3).reshape(y.shape[0], o, 2 * h, 2 * wd)
+
+
+class ConvFrameDecoder(nn.Module):
+    """Appendix D decoder: 4×4 convT(512) + BN + ReLU, then [upsample, 3×3 conv] stages (256/128/128/64),
+    1×1 conv + sigmoid. Latent [N, d] -> frames [N, C, H, W] in [0, 1] (logits kept for BCE)."""
+    WIDTHS = (512, 256, 128, 128, 64)
+
+    def __init__(self, in_dim: int, channels: int, size: int, width: float = 1.0):
+        super().__init__()
+        d = conv_depth(size)
+        widths = [scaled(w, width) for w in self.WIDTHS[:d] + self.WIDTHS[-1:]]
+        layers = [nn.ConvTranspose2d(in_dim, widths[0], 4, 1, 0, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(True)]
+        for c_in, c in zip(widths[:-1], widths[1:]):
+            layers += [UpsampleConv3x3(c_in, c), nn.BatchNorm2d(c), nn.ReLU(True)]
+        layers += [nn.Conv2d(widths[-1], channels, 1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z):
+        """Logits of the frames (apply sigmoid for images)."""
+        return self.net(z[:, :, None, None])
+
+
+class MLPFrameEncoder(nn.Module):
+    """Audio frame encoder (the seed gives none): bins -> 256 -> 256 -> out_dim."""
+
+    def __init__(self, bins: int, out_dim: int = 128, width: float = 1.0):
+        super().__init__()
+        h = scaled(256, width)
+        self.net = nn.Sequential(nn.Linear(bins, h), nn.LeakyReLU(0.2, True), nn.Linear(h, h),
+                                 nn.LeakyReLU(0.2, True), nn.Linear(h, out_dim), nn.Tanh())
+
+    def forward(self, x):
+        return self.net(x.flatten(1))
+
+
+class MLPFrameDecoder(nn.Module):
+    def __init__(self, in_dim: int, bins: int, width: float = 1.0):
+        super().__init__()
+        h = scaled(256, width)
+        self.net = nn.Sequential(nn.Linear(in_dim, h), nn.ReLU(True), nn.Linear(h, h), nn.ReLU(True),
+                                 nn.Linear(h, bins))
+
+    def forward(self, z):
+        return self.net(z)[:, None, :]
+
+
+def frame_networks(info, feat_dim: int, latent_dim: int, width: float):
+    """(encoder, decoder) for a dataset: convs for video, MLPs for audio features."""
+    if info.kind == "audio":
+        return MLPFrameEncoder(info.size, feat_dim, width), MLPFrameDecoder(latent_dim, info.size, width)
+    return (ConvFrameEncoder(info.channels, info.size, feat_dim, width),
+            ConvFrameDecoder(latent_dim, info.channels, info.size, width))
+
+
+class GaussianHead(nn.Module):
+    """Linear map to the mean and log-variance of a diagonal Gaussian."""
+
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__()
+        self.mean = nn.Linear(in_dim, out_dim)
+        self.logvar = nn.Linear(in_dim, out_dim)
+
+    def forward(self, h):
+        return self.mean(h), self.logvar(h)
+
+
+def reparameterize(mean, logvar, sample: bool = True):
+    if not sample:
+        return mean
+    return mean + torch.randn_like(mean) * torch.exp(0.5 * logvar)
+
+
+class LSTMPrior(nn.Module):
+    """p(z_t | z_<t): an LSTM fed the previous z (zeros at t=1) emitting mean and log-variance."""
+
+    def __init__(self, d_zt: int, hidden: int):
+        super().__init__()
+        self.d_zt = d_zt
+        self.lstm = nn.LSTM(d_zt, hidden, batch_first=True)
+        self.head = GaussianHead(hidden, d_zt)
+
+    def forward(self, z_post):
+        """Prior parameters for every step given the posterior samples z_{1:T} (teacher forcing)."""
+        prev = torch.cat([torch.zeros_like(z_post[:, :1]), z_post[:, :-1]], 1)
+        h, _ = self.lstm(prev)
+        return self.head(h)
+
+    @torch.no_grad()
+    def sample(self, n: int, steps: int, device, sample: bool = True):
+        z = torch.zeros(n, 1, self.d_zt, device=device)
+        state, means, logvars, zs = None, [], [], []
+        for _ in range(steps):
+            h, state = self.lstm(z, state)
+            m, lv = self.head(h)
+            z = reparameterize(m, lv, sample)
+            means.append(m), logvars.append(lv), zs.append(z)
+        return torch.cat(means, 1), torch.cat(logvars, 1), torch.cat(zs, 1)

@@ -1,0 +1,113 @@
+"""Trainer: bit-identical resume, NaN guard, checkpoints; CLI errors; MLflow tracking."""
+import json
+import subprocess
+import sys
+import time
+
+import mlflow
+import pytest
+import torch
+
+from benchmark.__main__ import main
+from benchmark.config import resolve_config
+from benchmark.data import load_dataset
+from benchmark.seeding import seed_everything
+from benchmark.trainer import Trainer, TrainingError
+from benchmark.zoo import build_model
+
+
+def make_trainer(tmp_path, max_steps, name="s3vae", **loss):
+    cfg = resolve_config(name, "sprites", "smoke", seed=3, overrides={"train.max_steps": str(max_steps),
+                                                                      "train.epochs": "5"})
+    for k, v in loss.items():
+        setattr(cfg.loss, k, v)
+    ds = load_dataset("sprites", "train", "smoke")
+    seed_everything(cfg.seed)
+    return Trainer(build_model(cfg, ds.info), ds, cfg, ckpt_dir=tmp_path, progress=False)
+
+
+def test_resume_is_bit_identical(workdir):
+    # 2N steps straight vs N steps, checkpoint, fresh process state, N more: same parameters
+    n = 4  # smoke: 2 batches per epoch, so the resume point crosses an epoch boundary
+    straight = make_trainer(workdir / "a", 2 * n)
+    straight.fit()
+    first = make_trainer(workdir / "b", n)
+    first.fit()
+    ckpt = first.save_checkpoint()
+    torch.manual_seed(12345)  # disturb the global RNG: resume must restore it
+    resumed = make_trainer(workdir / "c", 2 * n)
+    resumed.fit(resume=ckpt)
+    assert resumed.state.step == 2 * n
+    for (k, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), f"{k} differs after resume"
+
+
+def test_nan_loss_stops_with_step_and_term(workdir):
+    tr = make_trainer(workdir, 3)
+    with torch.no_grad():
+        tr.model.zf_head.logvar.bias.fill_(float("nan"))
+    with pytest.raises(TrainingError, match=r"non-finite loss at step 0: .*kl_f=nan"):
+        tr.fit()
+
+
+def test_bad_resume_path(workdir):
+    tr = make_trainer(workdir, 2)
+    with pytest.raises(TrainingError, match="no such checkpoint"):
+        tr.fit(resume=workdir / "missing.pt")
+    bad = workdir / "bad.pt"
+    bad.write_text("not a checkpoint")
+    with pytest.raises(TrainingError, match="not a readable checkpoint"):
+        tr.fit(resume=bad)
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["train", "--model", "nope", "--profile", "smoke"], "unknown model 'nope'; known models: baseline"),
+    (["train", "--dataset", "mnist9", "--profile", "smoke"], "has no settings for dataset 'mnist9'"),
+    (["train", "--profile", "smoke", "-o", "loss.lambda_xyz=1"], "unknown config key 'loss.lambda_xyz'"),
+    (["train", "--profile", "smoke", "-o", "loss.lambda_scc=abc"], "expected a value of type float"),
+    (["train", "--profile", "huge"], "unknown profile 'huge'"),
+    (["train", "--profile", "smoke", "--resume", "nowhere.pt"], "--resume nowhere.pt: no such checkpoint"),
+    (["train", "--profile", "smoke", "--tracking-uri", "http://127.0.0.1:9"], "tracking server http://127.0.0.1:9 is unreachable"),
+])
+def test_cli_bad_input_one_line_error(workdir, capsys, argv, expected):
+    t0 = time.time()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and expected in err[-1]
+    assert time.time() - t0 < 60
+
+
+def test_cli_nan_loss_one_line_error(workdir, capsys):
+    assert main(["train", "--profile", "smoke", "-o", "train.lr=1e30"]) == 2
+    assert "non-finite loss at step" in capsys.readouterr().err.strip().splitlines()[-1]
+    runs = mlflow.MlflowClient("sqlite:///mlruns.db").search_runs(["1"])
+    assert runs and runs[0].info.status == "FAILED" and "non-finite" in runs[0].data.tags["error"]
+
+
+def test_train_is_tracked_in_mlflow(workdir, capsys):
+    assert main(["train", "--profile", "smoke", "--model", "no-mi", "--seed", "7", "-o", "loss.lambda_scc=10"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    client = mlflow.MlflowClient("sqlite:///mlruns.db")
+    run = client.get_run(summary["run_id"])
+    assert run.info.status == "FINISHED"
+    p, tags = run.data.params, run.data.tags
+    assert p["loss.lambda_scc"] == "10.0" and p["loss.lambda_mi"] == "0.0" and p["seed"] == "7"
+    for key in ("model", "dataset", "profile", "seed", "git_commit", "dataset_fingerprint", "device"):
+        assert key in tags
+    assert (tags["model"], tags["dataset"], tags["profile"]) == ("no-mi", "sprites", "smoke")
+    for term in ("recon", "kl_f", "kl_t", "scc", "dfp", "mi", "total"):
+        hist = client.get_metric_history(run.info.run_id, term)
+        assert [m.step for m in hist] == [1, 2, 3, 4], term
+    arts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.json", "checkpoints", "figures", "summary.json"} <= arts
+    figs = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
+    assert {"figures/reconstruction.png", "figures/swap.png", "figures/samples.png"} <= figs
+    assert (workdir / summary["checkpoint"]).is_file()
+
+
+def test_list_shows_models_and_capabilities(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("s3vae", "baseline", "no-scc", "no-dfp", "no-mi", "sprites", "smoke", "paper"):
+        assert name in out
+    assert "encode" in out
