@@ -67,6 +67,26 @@ def cmd_bench(args):
     print(json.dumps(res, indent=2))
 
 
+def cmd_judge(args):
+    from benchmark.judges import get_judge
+    _, report = get_judge(args.dataset, get_profile_name(args.profile), args.data_dir, force=args.force,
+                          tracking_uri=args.tracking_uri, device=args.device or "auto")
+    print(json.dumps(report, indent=2))
+
+
+def cmd_eval(args):
+    from benchmark.api import evaluate
+    res = evaluate(run_id=args.run, checkpoint=args.checkpoint, tracking_uri=args.tracking_uri,
+                   passes=args.passes, seed=args.seed, device=args.device or "auto")
+    print(json.dumps({k: res[k] for k in ("run_id", "model", "dataset", "metrics", "eval_wall_time_s") if k in res},
+                     indent=2))
+
+
+def get_profile_name(name):
+    from benchmark.profiles import get_profile
+    return get_profile(name).name
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m benchmark", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -90,6 +110,21 @@ def main(argv=None):
     p.add_argument("--device", default=None)
     p.add_argument("--steps", type=int, default=6)
     p.set_defaults(fn=cmd_bench)
+    p = sub.add_parser("judge", help="train (or load from cache) the judge classifier of a dataset")
+    _common(p, model=False)
+    p.add_argument("--force", action="store_true", help="retrain even if a cached judge matches")
+    p.add_argument("--device", default=None)
+    p.add_argument("--tracking-uri", default=None)
+    p.set_defaults(fn=cmd_judge)
+    p = sub.add_parser("eval", help="run the dataset's evaluation protocols on a trained model")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--run", default=None, help="MLflow run id of a training run")
+    g.add_argument("--checkpoint", default=None, help="a checkpoint file")
+    p.add_argument("--passes", type=int, default=3, help="sampling passes (their mean is the value)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None)
+    p.add_argument("--tracking-uri", default=None)
+    p.set_defaults(fn=cmd_eval)
     args = ap.parse_args(argv)
     from benchmark.trainer import TrainingError
     from benchmark.tracking import TrackingError

@@ -104,3 +104,83 @@ def model_table() -> list[dict]:
         caps = sorted(getattr(entry.builder, "capabilities", ()))
         rows.append({"name": name, "capabilities": ",".join(caps), "fixes": entry.defaults, "doc": entry.doc})
     return rows
+
+
+def load_checkpoint(run_id: str | None = None, checkpoint: str | None = None, tracking_uri: str | None = None):
+    """(payload, path) of a run's final checkpoint (local copy, else its MLflow artifact) or of a file."""
+    if (run_id is None) == (checkpoint is None):
+        raise ValueError("eval: give exactly one of --run RUN_ID or --checkpoint PATH")
+    if run_id:
+        run = tracking.find_run(run_id, tracking_uri)
+        path = Path(run.data.tags.get("checkpoint_dir", "")) / "final.pt"
+        if not path.is_file():
+            try:
+                path = Path(tracking.download_artifact(run_id, "checkpoints/final.pt", tracking_uri))
+            except Exception as e:  # noqa: BLE001 - any store error means the same thing to the user
+                raise FileNotFoundError(f"--run {run_id}: no final checkpoint locally ({path}) or as an artifact "
+                                        f"({type(e).__name__}); was the run finished?") from None
+    else:
+        path = Path(checkpoint)
+        if not path.is_file():
+            raise FileNotFoundError(f"--checkpoint {path}: no such file")
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(payload, dict) or "config" not in payload:
+        raise ValueError(f"{path}: not a checkpoint written by this harness")
+    return payload, path
+
+
+def evaluate(run_id: str | None = None, checkpoint: str | None = None, tracking_uri: str | None = None,
+             passes: int = 3, seed: int = 0, device: str = "auto", progress: bool = True) -> dict:
+    """The protocols of the run's dataset on its test split; metrics, judge accuracy, swap GIF and
+    sample grid are logged to the evaluated run (a new eval run for a bare checkpoint)."""
+    from benchmark.judges import get_judge
+    from benchmark.trainer import select_device
+    from metrics.protocols import PROTOCOLS, fix_resample_protocol, speaker_verification
+    tracking.health_check(tracking.resolve_uri(tracking_uri))
+    payload, path = load_checkpoint(run_id, checkpoint, tracking_uri)
+    cfg = RunConfig.from_dict(payload["config"])
+    dev = select_device(device)
+    test = load_dataset(cfg.data.name, "test", cfg.profile, cfg.data.data_dir)
+    model = build_model(cfg, test.info)
+    model.load_state_dict(payload["model"])
+    model.to(dev).eval()
+    judge, judge_report = get_judge(cfg.data.name, cfg.profile, cfg.data.data_dir, tracking_uri=tracking_uri,
+                                    progress=progress, device=device)
+    judge.to(dev)
+    t0 = time.perf_counter()
+    batches = [{k: v.to(dev) for k, v in test.batch(torch.arange(i, min(i + 256, len(test)))).items()}
+               for i in range(0, len(test), 256)]
+    result = {"dataset": cfg.data.name, "model": cfg.model.name, "profile": cfg.profile, "checkpoint": str(path),
+              "judge": judge_report, "passes": passes, "seed": seed}
+    if cfg.data.name in PROTOCOLS:
+        result.update(fix_resample_protocol(model, judge, batches, PROTOCOLS[cfg.data.name], passes, seed))
+    if "speaker" in model.capabilities and "utterance" in test.tensors:
+        result.setdefault("metrics", {}).update(
+            speaker_verification(model, test.tensors["x"].to(dev), test.tensors["utterance"], test.tensors["static"][:, 0]))
+    result["eval_wall_time_s"] = time.perf_counter() - t0
+    run_id = run_id or payload.get("run_id")
+    ctx = (tracking.open_run(run_id, tracking_uri) if run_id else None)
+    if ctx is None:
+        with tracking.start_run(f"eval-{cfg.model.name}-{cfg.data.name}", uri=tracking_uri,
+                                tags={"kind": "eval", "checkpoint": str(path)}) as ctx:
+            _log_eval(ctx, model, test, result, judge_report)
+    else:
+        _log_eval(ctx, model, test, result, judge_report)
+    result["run_id"] = ctx.run_id
+    return result
+
+
+def _log_eval(run, model, test, result, judge_report) -> None:
+    step = 0
+    run.log_metrics({f"eval/{k}": v for k, v in result.get("metrics", {}).items()}, step)
+    run.log_metrics({f"eval/judge_acc_{k}": v for k, v in judge_report["test_accuracy"].items()}, step)
+    run.flush()
+    run.set_tags({"judge_fingerprint": judge_report["fingerprint"], "judge_run_id": judge_report["run_id"]})
+    run.log_text(json.dumps(result, indent=2, default=str), "eval/protocols.json")
+    dev = next(model.parameters()).device
+    x = test.batch(torch.arange(min(8, len(test))))["x"].to(dev)
+    with tempfile.TemporaryDirectory() as d:
+        if "sample" in model.capabilities:
+            run.log_artifact(visuals.sample_grid(model, x.shape[1], Path(d) / "samples.png"), "eval")
+        if "swap" in model.capabilities and model.info.kind == "video":
+            run.log_artifact(visuals.swap_gif(model, x, Path(d) / "swap.gif"), "eval")

@@ -38,7 +38,7 @@ PROFILES = {
     ),
     "cpu": Profile(
         "cpu", "a meaningful result on a 2-core CPU in well under an hour per table",
-        train=dict(epochs=8, batch_size=16, max_steps=0, log_every=10, checkpoint_every=500),
+        train=dict(epochs=3, batch_size=16, max_steps=0, log_every=10, checkpoint_every=500),
         model=dict(width=0.5, hidden=128, feat_dim=128),
         data={"sprites": dict(image_size=32, characters=1296, seed=1234, frames=8)},
         latent=dict(PAPER_LATENTS),

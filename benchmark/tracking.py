@@ -124,6 +124,17 @@ def start_run(run_name: str, tags: dict | None = None, uri: str | None = None,
     client.set_terminated(tracker.run_id, "FINISHED")
 
 
+def open_run(run_id: str, uri: str | None = None) -> Tracker:
+    """A Tracker on an existing run (evaluation results are logged to the run they evaluate)."""
+    from mlflow.tracking import MlflowClient
+    return Tracker(find_run(run_id, uri), MlflowClient(resolve_uri(uri)))
+
+
+def download_artifact(run_id: str, path: str, uri: str | None = None) -> str:
+    from mlflow.tracking import MlflowClient
+    return MlflowClient(resolve_uri(uri)).download_artifacts(run_id, path)
+
+
 def find_run(run_id: str, uri: str | None = None):
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient

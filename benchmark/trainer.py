@@ -141,7 +141,8 @@ class Trainer:
         path.parent.mkdir(parents=True, exist_ok=True)
         payload = {"model": self.model.state_dict(), "optimizers": [o.state_dict() for o in self.optimizers],
                    "rng": rng_state(), "state": self.state.__dict__, "config": self.cfg.to_dict(),
-                   "dataset_fingerprint": self.batches.dataset.fingerprint}
+                   "dataset_fingerprint": self.batches.dataset.fingerprint,
+                   "run_id": self.tracker.run_id if self.tracker else None}
         tmp = path.with_suffix(".tmp")
         torch.save(payload, tmp)
         os.replace(tmp, path)  # atomic: a crash mid-save never destroys the previous checkpoint

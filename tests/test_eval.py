@@ -1,0 +1,46 @@
+"""Judge caching and the eval command end to end at smoke size."""
+import json
+
+import mlflow
+import pytest
+
+from benchmark.__main__ import main
+from benchmark.judges import get_judge
+
+
+def test_judge_is_trained_once_then_cached(workdir, monkeypatch):
+    judge, report = get_judge("sprites", "smoke", progress=False)
+    assert set(report["test_accuracy"]) == {"skin", "top", "pants", "hair", "action", "static_all"}
+    assert all(0 <= v <= 100 for v in report["test_accuracy"].values())
+    run = mlflow.MlflowClient("sqlite:///mlruns.db").get_run(report["run_id"])
+    assert run.data.tags["kind"] == "judge" and "test_acc_action" in run.data.metrics
+    import benchmark.judges as J
+    monkeypatch.setattr(J, "Trainer", None)  # a cache hit must not train
+    judge2, report2 = get_judge("sprites", "smoke", progress=False)
+    assert report2 == report
+    for a, b in zip(judge.state_dict().values(), judge2.state_dict().values()):
+        assert (a.cpu() == b).all()
+
+
+def test_eval_logs_metrics_and_pictures_to_the_run(workdir, capsys):
+    assert main(["train", "--profile", "smoke"]) == 0
+    run_id = json.loads(capsys.readouterr().out)["run_id"]
+    assert main(["eval", "--run", run_id, "--passes", "2"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["run_id"] == run_id
+    for k in ("acc", "acc_action", "acc_static", "is", "h_y_given_x", "h_y", "label_kl"):
+        assert k in out["metrics"]
+    assert 1.0 <= out["metrics"]["is"] <= 9.0 + 1e-6 and 0 <= out["metrics"]["h_y"] <= 2.1973
+    client = mlflow.MlflowClient("sqlite:///mlruns.db")
+    run = client.get_run(run_id)
+    assert run.data.metrics["eval/acc"] == pytest.approx(out["metrics"]["acc"])
+    assert "eval/judge_acc_action" in run.data.metrics and "judge_fingerprint" in run.data.tags
+    arts = {a.path for a in client.list_artifacts(run_id, "eval")}
+    assert {"eval/swap.gif", "eval/samples.png", "eval/protocols.json"} <= arts
+
+
+def test_eval_bad_input(workdir, capsys):
+    assert main(["eval", "--checkpoint", "missing.pt"]) == 2
+    assert "--checkpoint missing.pt: no such file" in capsys.readouterr().err
+    assert main(["eval", "--run", "0123456789abcdef"]) == 2
+    assert "no such run" in capsys.readouterr().err

@@ -1,0 +1,166 @@
+"""Protocols on toy models whose answers are known, for every dataset's label layout."""
+import math
+
+import pytest
+import torch
+
+from metrics.protocols import PROTOCOLS, Side, fix_resample_protocol, resample, speaker_verification
+from models.base import Latents, SequentialModel
+
+LAYOUTS = {  # dataset -> (static families, dynamic families), as their judges see them
+    "sprites": ({"skin": 6, "top": 6, "pants": 6, "hair": 6}, {"action": 9}),
+    "smmnist": ({"digit1": 10, "digit2": 10}, {}),
+    "faces": ({"identity": 52}, {"expression": 6}),
+}
+
+
+class ToyJudge:
+    """Reads family f's class from pixel f of the frames: value (c + 0.5) / C, averaged over time."""
+
+    def __init__(self, static, dynamic):
+        self.families = {**static, **dynamic}
+        self.cols = {**{f: ("static", i) for i, f in enumerate(static)}, **{f: ("dynamic", i) for i, f in enumerate(dynamic)}}
+        self.pixel = {f: i for i, f in enumerate(self.families)}
+
+    def probs(self, x):
+        out = {}
+        for f, c in self.families.items():
+            v = x[:, :, self.pixel[f]].mean(1)
+            centers = (torch.arange(c) + 0.5) / c
+            out[f] = torch.softmax(-200.0 * (v[:, None] - centers).abs(), -1)
+        return out
+
+    def targets(self, batch, f):
+        key, col = self.cols[f]
+        return batch[key][:, col]
+
+
+class ToyModel(SequentialModel):
+    """z_f = the static pixels, z_t = the dynamic pixels per frame; `ignore_zt` makes the decoder
+    write the dynamic pixels from z_f instead (a model that put motion into z_f)."""
+    capabilities = frozenset({"encode", "sample"})
+
+    def __init__(self, static, dynamic, ignore_zt=False):
+        super().__init__()
+        self.s, self.d, self.ignore_zt = list(static.values()), list(dynamic.values()), ignore_zt
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    def encode(self, x, sample=False):
+        zf, zt = x[:, 0, :len(self.s)], x[:, :, len(self.s):]
+        return Latents(zf, zf * 0, zf, zt, zt * 0, zt)
+
+    def decode(self, zf, zt):
+        if self.ignore_zt:  # dynamic classes become a function of the static code
+            zt = torch.stack([((zf[:, 0] * 7919 * (i + 1)) % 1.0) for i in range(len(self.d))], -1)
+            zt = ((zt * torch.tensor(self.d)).floor() + 0.5) / torch.tensor(self.d)
+            zt = zt[:, None].expand(-1, 4, -1)
+        return torch.cat([zf[:, None].expand(-1, zt.shape[1], -1), zt], -1)
+
+    def sample_prior(self, n, steps):
+        zf = torch.stack([(torch.randint(0, c, (n,)) + 0.5) / c for c in self.s], -1)
+        zt = torch.stack([(torch.randint(0, c, (n,)) + 0.5) / c for c in self.d], -1) if self.d else torch.zeros(n, 0)
+        zt = zt[:, None].expand(n, steps, -1)
+        return Latents(zf, zf * 0, zf, zt, zt * 0, zt)
+
+
+def toy_batches(static, dynamic, n=900, frames=4, nb=3):
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for _ in range(nb):
+        s = torch.stack([torch.randint(0, c, (n // nb,), generator=g) for c in static.values()], 1)
+        d = (torch.stack([torch.randint(0, c, (n // nb,), generator=g) for c in dynamic.values()], 1)
+             if dynamic else torch.zeros(n // nb, 0, dtype=torch.long))
+        vals = torch.cat([(s + 0.5) / torch.tensor(list(static.values())),
+                          (d + 0.5) / torch.tensor(list(dynamic.values()) or [1])], 1)
+        out.append({"x": vals[:, None].expand(-1, frames, -1).contiguous(), "static": s, "dynamic": d})
+    return out
+
+
+@pytest.mark.parametrize("dataset", sorted(PROTOCOLS))
+def test_good_model_scores_perfectly(dataset):
+    static, dynamic = LAYOUTS[dataset]
+    sides = PROTOCOLS[dataset]
+    res = fix_resample_protocol(ToyModel(static, dynamic), ToyJudge(static, dynamic), toy_batches(static, dynamic),
+                                sides, passes=3)
+    m = res["metrics"]
+    for side in sides:
+        assert m[f"acc_{side.name}"] == pytest.approx(100.0)
+        assert m[f"label_kl_{side.name}"] < 1e-3 or side.keep == "static" and "action" in side.entropy
+        assert len(res["passes"][side.name]) == 3
+    assert m["acc"] == pytest.approx(100.0)
+    # uniform labels, confident judge: H(y|x) ≈ 0 and H(y) ≈ log C, IS ≈ C on the entropy heads
+    c = [({**static, **dynamic})[f] for f in sides[0].entropy]
+    assert m[f"h_y_given_x_{sides[0].name}"] < 0.01
+    assert m[f"h_y_{sides[0].name}"] == pytest.approx(sum(map(math.log, c)) / len(c), abs=0.05)
+    assert m[f"is_{sides[0].name}"] == pytest.approx(sum(c) / len(c), rel=0.1)
+
+
+def test_decoder_ignoring_zt_scores_chance_action_accuracy():
+    static, dynamic = LAYOUTS["sprites"]
+    keep_motion = (Side("action", "dynamic", ("action",), ("action",)),)
+    judge, batches = ToyJudge(static, dynamic), toy_batches(static, dynamic)
+    bad = fix_resample_protocol(ToyModel(static, dynamic, ignore_zt=True), judge, batches, keep_motion)["metrics"]
+    good = fix_resample_protocol(ToyModel(static, dynamic), judge, batches, keep_motion)["metrics"]
+    assert good["acc"] == pytest.approx(100.0)
+    assert 100 / 9 - 5 < bad["acc"] < 100 / 9 + 5  # chance over 9 actions, n = 900 × 3 passes
+    assert bad["label_kl"] > 1.0
+
+
+def test_passes_are_seeded():
+    static, dynamic = LAYOUTS["sprites"]
+    args = (ToyModel(static, dynamic, ignore_zt=True), ToyJudge(static, dynamic), toy_batches(static, dynamic),
+            PROTOCOLS["sprites"])
+    assert fix_resample_protocol(*args, seed=1) == fix_resample_protocol(*args, seed=1)
+    assert fix_resample_protocol(*args, seed=1) != fix_resample_protocol(*args, seed=2)
+
+
+def test_conditional_generator_is_judged_on_its_conditioning_label():
+    static, dynamic = LAYOUTS["faces"]
+
+    class Generator(SequentialModel):
+        capabilities = frozenset({"generate"})
+
+        def __init__(self):
+            super().__init__()
+            self.calls = []
+
+        def generate(self, labels, steps):
+            self.calls.append(labels)
+            e = labels["expression"]
+            ident = (torch.randint(0, 52, e.shape) + 0.5) / 52
+            return torch.stack([ident, (e + 0.5) / 6], -1)[:, None].expand(-1, steps, -1)
+
+    gen = Generator()
+    res = fix_resample_protocol(gen, ToyJudge(static, dynamic), toy_batches(static, dynamic), PROTOCOLS["faces"])
+    assert res["metrics"]["acc"] == pytest.approx(100.0)
+    assert set(gen.calls[0]) == {"expression"}
+
+
+def test_resample_needs_a_capability():
+    class Nothing(SequentialModel):
+        pass
+    with pytest.raises(ValueError, match="neither the 'encode' nor the 'generate' capability"):
+        resample(Nothing(), torch.zeros(2, 3, 1), "static")
+
+
+class SpeakerToy(SequentialModel):
+    """z_f = speaker vector (+ small noise), z_t = noise: EER(z_f) ≈ 0, EER(z_{1:T}) ≈ 50%."""
+    capabilities = frozenset({"encode", "speaker"})
+
+    def encode(self, x, sample=False):
+        zf = x[:, 0, :8]
+        zt = x[:, :, 8:]
+        return Latents(zf, zf, zf, zt, zt, zt)
+
+
+def test_speaker_verification_eer():
+    g = torch.Generator().manual_seed(0)
+    n_spk, utt_per_spk, seg = 12, 4, 3
+    spk_vec = torch.randn(n_spk, 8, generator=g)
+    speaker = torch.arange(n_spk).repeat_interleave(utt_per_spk * seg)
+    utterance = torch.arange(n_spk * utt_per_spk).repeat_interleave(seg)
+    zf = spk_vec[speaker] + 0.1 * torch.randn(len(speaker), 8, generator=g)
+    x = torch.cat([zf[:, None].expand(-1, 20, -1), torch.randn(len(speaker), 20, 16, generator=g)], -1)
+    eer = speaker_verification(SpeakerToy(), x, utterance, speaker)
+    assert eer["eer_z_f"] < 1.0
+    assert 35 < eer["eer_z_t"] < 65
