@@ -45,12 +45,18 @@ def cmd_list(args):
 
 
 def cmd_data(args):
+    from pathlib import Path
+
     from benchmark.data import load_dataset
+    from benchmark.visuals import dataset_preview
+    profile = get_profile_name(args.profile)
     for split in ("train", "val", "test"):
-        ds = load_dataset(args.dataset, split, args.profile, args.data_dir)
+        ds = load_dataset(args.dataset, split, profile, args.data_dir)
         print(f"{args.dataset}/{split}: {len(ds)} sequences, x {tuple(ds.tensors['x'].shape[1:])}, "
               f"fingerprint {ds.fingerprint}")
     print(json.dumps(ds.info.__dict__, default=str))
+    for path in dataset_preview(ds, Path(args.out) / f"{args.dataset}-{profile}"):
+        print(f"wrote {path}")
 
 
 def cmd_train(args):
@@ -93,6 +99,7 @@ def main(argv=None):
     sub.add_parser("list", help="models with capabilities, datasets, profiles").set_defaults(fn=cmd_list)
     p = sub.add_parser("data", help="build/cache a dataset and print its splits")
     _common(p, model=False)
+    p.add_argument("--out", default="results/datasets", help="where the sample grid (and GIF) go")
     p.set_defaults(fn=cmd_data)
     p = sub.add_parser("train", help="train one model on one dataset (tracked in MLflow)")
     _common(p)

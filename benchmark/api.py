@@ -65,7 +65,7 @@ def log_pictures(model, dataset, run, trainer) -> None:
             run.log_artifact(visuals.reconstruction_grid(model, x, Path(d) / "reconstruction.png"), "figures")
         if "swap" in model.capabilities:
             run.log_artifact(visuals.swap_grid(model, x, Path(d) / "swap.png"), "figures")
-        if "sample" in model.capabilities:
+        if {"sample", "generate"} & model.capabilities:
             run.log_artifact(visuals.sample_grid(model, x.shape[1], Path(d) / "samples.png"), "figures")
     model.train()
 
@@ -154,7 +154,7 @@ def evaluate(run_id: str | None = None, checkpoint: str | None = None, tracking_
               "judge": judge_report, "passes": passes, "seed": seed}
     if cfg.data.name in PROTOCOLS:
         result.update(fix_resample_protocol(model, judge, batches, PROTOCOLS[cfg.data.name], passes, seed))
-    if "speaker" in model.capabilities and "utterance" in test.tensors:
+    if "encode" in model.capabilities and "utterance" in test.tensors:
         result.setdefault("metrics", {}).update(
             speaker_verification(model, test.tensors["x"].to(dev), test.tensors["utterance"], test.tensors["static"][:, 0]))
     result["eval_wall_time_s"] = time.perf_counter() - t0
@@ -180,7 +180,7 @@ def _log_eval(run, model, test, result, judge_report) -> None:
     dev = next(model.parameters()).device
     x = test.batch(torch.arange(min(8, len(test))))["x"].to(dev)
     with tempfile.TemporaryDirectory() as d:
-        if "sample" in model.capabilities:
+        if {"sample", "generate"} & model.capabilities:
             run.log_artifact(visuals.sample_grid(model, x.shape[1], Path(d) / "samples.png"), "eval")
         if "swap" in model.capabilities and model.info.kind == "video":
             run.log_artifact(visuals.swap_gif(model, x, Path(d) / "swap.gif"), "eval")

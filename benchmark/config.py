@@ -29,6 +29,7 @@ class LossConfig:
     lambda_dfp: float = 100.0    # λ2
     lambda_mi: float = 1.0       # λ3
     lambda_sv: float = 1.0       # baseline-sv: weight of the supervised heads
+    alpha_disc: float = 10.0     # FHVAE: weight α of the discriminative term log p(i | z2)
     scc_margin: float = 1.0
     recon: str = "gaussian"      # gaussian (fixed σ) | bce
     recon_sigma: float = 1.0

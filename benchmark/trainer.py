@@ -46,6 +46,14 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return "bf16" if cpu_has_bf16_units() else "fp32"
 
 
+def channels_last(model: torch.nn.Module) -> torch.nn.Module:
+    """NHWC weights for the 2-D convolutions (oneDNN and cuDNN are faster with them); 3-D convs stay."""
+    for m in model.modules():
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+            m.to(memory_format=torch.channels_last)
+    return model
+
+
 class Batches:
     """Deterministic full batches: epoch e's order is a permutation seeded by (seed, e), so a resumed
     run sees exactly the batches the uninterrupted one would have. Drops the last partial batch
@@ -96,7 +104,7 @@ class Trainer:
         self.precision = resolve_precision(self.tc.precision, self.device)
         self.model = model.to(self.device)
         if dataset.info.kind == "video":
-            self.model = self.model.to(memory_format=torch.channels_last)
+            channels_last(self.model)
         self.optimizers = self.model.configure_optimizers(self.tc)
         self.step_fn = torch.compile(self._step) if self.tc.compile else self._step
         self.batches = Batches(dataset, self.tc.batch_size, cfg.seed, self.device)
@@ -119,7 +127,10 @@ class Trainer:
         """Default step: forward, Σ weight·term, backward, clip, update. Models with their own
         update rule (adversarial ones) provide train_step(batch, optimizers, weights, autocast)."""
         if "adversarial" in self.model.capabilities:
-            return self.model.train_step(batch, self.optimizers, self.weights, self.autocast)
+            terms = self.model.train_step(batch, self.optimizers, self.weights, self.autocast)
+            total = weighted_total(terms, self.weights)
+            check_finite(terms, total, self.state.step)
+            return {**terms, "total": total}
         for opt in self.optimizers:
             opt.zero_grad(set_to_none=True)
         with self.autocast():

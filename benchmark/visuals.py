@@ -78,8 +78,30 @@ def swap_gif(model, x: torch.Tensor, path: Path, n: int = 4, scale: int = 2) -> 
 
 @torch.no_grad()
 def sample_grid(model, steps: int, path: Path, n: int = 6) -> Path:
-    """Sequences generated from the prior (z_f ~ N(0, I), z_{1:T} from the learned prior)."""
-    lat = model.sample_prior(n, steps)
-    out = model.decode(lat.zf, lat.zt)
+    """Sequences generated from the prior (z_f ~ N(0, I), z_{1:T} from the learned prior), or by a generator."""
+    if "sample" in model.capabilities:
+        lat = model.sample_prior(n, steps)
+        out = model.decode(lat.zf, lat.zt)
+    else:
+        out = model.generate({}, steps, n=n)
     save_image(rows_grid(list(out), model.info.kind), path)
     return Path(path)
+
+
+def dataset_preview(ds, stem: Path, n: int = 6) -> list[Path]:
+    """A grid of the first n test sequences (one row each) and, for video, an animated GIF of them."""
+    from PIL import Image
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    x = ds.batch(torch.arange(min(n, len(ds))))["x"]
+    paths = [stem.with_suffix(".png")]
+    save_image(rows_grid(list(x), ds.info.kind), paths[0])
+    if ds.info.kind == "video":
+        frames = []
+        for t in range(x.shape[1]):
+            img = make_grid(x[:, t], nrow=len(x), padding=1, pad_value=1.0)
+            arr = (img.clamp(0, 1).permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+            frames.append(Image.fromarray(arr).resize((arr.shape[1] * 2, arr.shape[0] * 2), Image.NEAREST))
+        paths.append(stem.with_suffix(".gif"))
+        frames[0].save(paths[1], save_all=True, append_images=frames[1:], duration=150, loop=0)
+    return paths

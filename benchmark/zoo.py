@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 from benchmark.registry import MODELS
+from models.dsvae import DSVAE
+from models.fhvae import FHVAE
+from models.mocogan import MoCoGAN
 from models.s3vae import S3VAE, SupervisedS3VAE
 
 MODELS.register("s3vae", S3VAE, doc="S3VAE, full objective (Eq. 9): λ = (1000, 100, 1)")
@@ -13,6 +16,13 @@ MODELS.register("no-mi", S3VAE, defaults={"loss.lambda_mi": 0.0}, doc="S3VAE wit
 MODELS.register("baseline-sv", SupervisedS3VAE,
                 defaults={"loss.lambda_scc": 0.0, "loss.lambda_dfp": 0.0, "loss.lambda_mi": 0.0},
                 doc="baseline + CE heads on ground-truth labels (the seed's fully supervised reference)")
+MODELS.register("dsvae", DSVAE, defaults={"loss.lambda_scc": 0.0, "loss.lambda_dfp": 0.0, "loss.lambda_mi": 0.0},
+                doc="DSVAE (Li & Mandt 2018), full q: z_t posterior sees the whole sequence and z_f")
+MODELS.register("mocogan", MoCoGAN,
+                defaults={"model.d_zf": 50, "model.d_zt": 10, "train.lr": 2e-4, "train.beta1": 0.5},
+                doc="MoCoGAN (Tulyakov et al. 2018), conditional on the judged labels; content 50-d, motion 10-d")
+MODELS.register("fhvae", FHVAE, defaults={"model.d_zf": 16, "model.d_zt": 32},
+                doc="FHVAE (Hsu et al. 2017): sequence latent z2 (μ2 table, discriminative α=10), segment latent z1")
 
 
 def build_model(cfg, info):

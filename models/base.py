@@ -23,6 +23,7 @@ class SequentialModel(nn.Module):
     """What the trainer, protocols and tables may call. Capabilities gate optional parts:
     encode, swap, sample, generate, speaker, adversarial (own train_step)."""
     capabilities: frozenset[str] = frozenset()
+    kinds: frozenset[str] = frozenset({"video", "audio"})  # data modalities the model is built for
 
     def loss_terms(self, batch) -> dict[str, torch.Tensor]:
         """UNWEIGHTED loss terms; keys in `self.loss_weights()` are optimised, the rest are diagnostics."""
@@ -41,7 +42,8 @@ class SequentialModel(nn.Module):
     def sample_prior(self, n: int, steps: int) -> Latents:
         raise NotImplementedError
 
-    def generate(self, labels: dict, steps: int) -> torch.Tensor:
+    def generate(self, labels: dict, steps: int, n: int | None = None) -> torch.Tensor:
+        """Conditional generators: sequences for labels (family -> [n]), or n random ones."""
         raise NotImplementedError
 
     def configure_optimizers(self, train_cfg) -> list[torch.optim.Optimizer]:

@@ -45,13 +45,21 @@ class S3VAE(SequentialModel):
         b, t = x.shape[:2]
         return self.frame_enc(x.flatten(0, 1)).view(b, t, -1)
 
-    def _posteriors(self, feats, sample=True):
+    def _static(self, feats):
+        """(LSTM_f outputs, q(z_f | x_1:T) mean, log-variance): z_f from the last state."""
         h, _ = self.lstm_f(feats)
-        zf_mean, zf_logvar = self.zf_head(h[:, -1])
+        return (h, *self.zf_head(h[:, -1]))
+
+    def _dynamic(self, feats, h, z_f):
+        """q(z_t | x_≤t): a causal LSTM on LSTM_f's outputs; it does not see z_f (Eq. 4)."""
         g, _ = self.lstm_t(h)
-        zt_mean, zt_logvar = self.zt_head(g)
-        return Latents(zf_mean, zf_logvar, reparameterize(zf_mean, zf_logvar, sample),
-                       zt_mean, zt_logvar, reparameterize(zt_mean, zt_logvar, sample))
+        return self.zt_head(g)
+
+    def _posteriors(self, feats, sample=True):
+        h, zf_mean, zf_logvar = self._static(feats)
+        zf = reparameterize(zf_mean, zf_logvar, sample)
+        zt_mean, zt_logvar = self._dynamic(feats, h, zf)
+        return Latents(zf_mean, zf_logvar, zf, zt_mean, zt_logvar, reparameterize(zt_mean, zt_logvar, sample))
 
     def encode(self, x, sample: bool = True) -> Latents:
         return self._posteriors(self._features(x), sample)
@@ -109,8 +117,7 @@ class S3VAE(SequentialModel):
         b, t = feats.shape[:2]
         perm = torch.argsort(torch.rand(b, t, device=feats.device), dim=1)
         shuffled = torch.gather(feats, 1, perm[..., None].expand_as(feats))
-        h, _ = self.lstm_f(shuffled)
-        zf_pos, _ = self.zf_head(h[:, -1])
+        zf_pos = self._static(shuffled)[1]
         shift = int(torch.randint(1, b, ())) if b > 1 else 0  # a different sequence for every anchor
         zf_neg = zf_anchor.roll(shift, 0)
         return losses.triplet(zf_anchor, zf_pos, zf_neg, self.loss_cfg.scc_margin)

@@ -22,7 +22,8 @@ def workdir(tmp_path, monkeypatch, data_cache):
 
 def tiny_info(kind="video", size=16, frames=5):
     dfp = {"kind": "patch", "dim": 16} if kind == "video" else {"kind": "binary", "dim": 1}
-    return DatasetInfo("tiny", kind, frames, 3 if kind == "video" else 1, size, {"a": 3, "b": 2}, {"act": 4}, dfp, 100)
+    return DatasetInfo("tiny", kind, frames, 3 if kind == "video" else 1, size, {"a": 3, "b": 2}, {"act": 4}, dfp, 100,
+                       num_sequences=10)
 
 
 def tiny_batch(info, n=6):
@@ -30,4 +31,4 @@ def tiny_batch(info, n=6):
     dfp = (torch.randint(0, 16, (n, info.frames, 3)) if info.dfp["kind"] == "patch"
            else torch.randint(0, 2, (n, info.frames)))
     return {"x": torch.rand(shape), "dfp": dfp, "static": torch.stack([torch.randint(0, 3, (n,)), torch.randint(0, 2, (n,))], 1),
-            "dynamic": torch.randint(0, 4, (n, 1))}
+            "dynamic": torch.randint(0, 4, (n, 1)), "utterance": torch.arange(n) % 10}

@@ -1,4 +1,6 @@
 """Every registered model through the interface at tiny size on CPU, gated on capabilities."""
+import contextlib
+
 import pytest
 import torch
 
@@ -24,31 +26,43 @@ def tiny_model(name, info, **loss):
 @pytest.mark.parametrize("name", MODELS.names())
 def test_contract(name, kind):
     info = tiny_info(kind)
+    if kind not in MODELS.get(name).builder.kinds:
+        with pytest.raises(ValueError, match=f"is {kind}"):
+            tiny_model(name, info)
+        return
     model = tiny_model(name, info)
     batch = tiny_batch(info)
-    terms = model.loss_terms(batch)
     weights = model.loss_weights()
-    assert all(t.dim() == 0 and torch.isfinite(t) for t in terms.values())
-    assert set(weights) <= set(terms) | {k for k, w in weights.items() if w == 0}
-    assert {"mi", "scc"} <= set(terms), "SCC distance and MI are logged even when their weight is 0"
-    for k in ("scc", "mi"):
-        assert terms[k].requires_grad == (weights[k] > 0), f"zero-weight {k} must stay out of the graph"
-    opt = model.configure_optimizers(RunConfig().train)[0]
+    opts = model.configure_optimizers(RunConfig().train)
     before = [p.detach().clone() for p in model.parameters()]
-    weighted_total(terms, weights).backward()
-    opt.step()
+    if "adversarial" in model.capabilities:  # own update rule (alternating G/D steps)
+        terms = model.train_step(batch, opts, weights, contextlib.nullcontext)
+    else:
+        terms = model.loss_terms(batch)
+        for k in ("scc", "mi"):  # S3VAE family: zero-weight diagnostics stay out of the graph
+            if k in weights:
+                assert terms[k].requires_grad == (weights[k] > 0), f"zero-weight {k} must stay out of the graph"
+        weighted_total(terms, weights).backward()
+        for opt in opts:
+            opt.step()
+    assert terms and all(t.dim() == 0 and torch.isfinite(t) for t in terms.values())
+    assert {k for k, w in weights.items() if w} <= set(terms), "every weighted term is computed"
     assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters()))
     model.eval()
     if "encode" in model.capabilities:
         lat = model.encode(batch["x"])
-        assert lat.zf.shape == (6, 6) and lat.zt.shape == (6, info.frames, 3)
+        assert lat.zf.shape[0] == 6 and lat.zt.shape[:2] == (6, info.frames)
         out = model.decode(lat.zf, lat.zt)
         assert out.shape == batch["x"].shape
         if kind == "video":
             assert 0 <= out.min() and out.max() <= 1
     if "sample" in model.capabilities:
         lat = model.sample_prior(4, info.frames)
-        assert lat.zt.shape == (4, info.frames, 3) and lat.zf.shape == (4, 6)
+        assert lat.zt.shape[:2] == (4, info.frames) and lat.zf.shape[0] == 4
+        assert model.decode(lat.zf, lat.zt).shape[:2] == (4, info.frames)
+    if "generate" in model.capabilities:
+        labels = {f: torch.zeros(3, dtype=torch.long) for f in list(info.static_labels)[:1]}
+        assert model.generate(labels, info.frames).shape == (3,) + tuple(batch["x"].shape[1:])
 
 
 def test_presets_set_weights():
@@ -91,3 +105,55 @@ def test_scc_positive_is_shuffled_sequence():
     feats = model._features(x)
     h, _ = model.lstm_f(feats[:, perm])
     assert torch.allclose(model.zf_head(h[:, -1])[0], direct, atol=1e-5)
+
+
+def test_dsvae_zt_posterior_depends_on_zf_and_future_frames():
+    """DSVAE's 'full q' (the difference S3VAE's Eq. 4 removes): q(z_t | x_1:T, z_f)."""
+    info = tiny_info(frames=6)
+    model = tiny_model("dsvae", info).eval()
+    x = torch.rand(3, 6, 3, 16, 16)
+    lat = model.encode(x, sample=False)
+    x2 = x.clone()
+    x2[:, 4:] = torch.rand_like(x2[:, 4:])
+    assert not torch.allclose(model.encode(x2, sample=False).zt_mean[:, :4], lat.zt_mean[:, :4])
+    with torch.no_grad():
+        model.zf_head.mean.bias.add_(1.0)
+    assert not torch.allclose(model.encode(x, sample=False).zt_mean, lat.zt_mean)
+
+
+def test_mocogan_step_changes_both_players_and_respects_labels():
+    info = tiny_info(size=16)
+    model = tiny_model("mocogan", info)
+    g_before = [p.detach().clone() for p in model.generator.parameters()]
+    d_before = [p.detach().clone() for p in model.d_video.parameters()]
+    batch = tiny_batch(info)
+    opts = model.configure_optimizers(RunConfig().train)
+    terms = model.train_step(batch, opts, model.loss_weights(), contextlib.nullcontext)
+    assert {"d_image", "d_video", "d_category", "g_image", "g_video", "g_category"} == set(terms)
+    assert any(not torch.equal(a, p) for a, p in zip(g_before, model.generator.parameters()))
+    assert any(not torch.equal(a, p) for a, p in zip(d_before, model.d_video.parameters()))
+    after = model.train_step(batch, opts, model.loss_weights(), contextlib.nullcontext)
+    assert after["d_image"] != terms["d_image"] and after["g_video"] != terms["g_video"]
+    # the categorical code follows the requested labels
+    onehot, full = model._one_hot({"act": torch.tensor([3, 1])}, 2, "cpu")
+    assert full["act"].tolist() == [3, 1] and onehot.shape == (2, 3 + 2 + 4)
+    assert onehot[:, 5:].argmax(-1).tolist() == [3, 1]
+
+
+def test_fhvae_discriminative_term_rises_when_mu2_rows_are_shuffled():
+    """α·log p(i|z2) ties z2 to its utterance's μ2 row: train briefly, then permute the table."""
+    info = tiny_info("audio")
+    model = tiny_model("fhvae", info)
+    batch = tiny_batch(info, n=10)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(60):
+        opt.zero_grad()
+        weighted_total(model.loss_terms(batch), model.loss_weights()).backward()
+        opt.step()
+    model.eval()
+    torch.manual_seed(0)
+    trained = model.loss_terms(batch)["disc"].item()
+    with torch.no_grad():
+        model.mu2.weight.copy_(model.mu2.weight[torch.roll(torch.arange(10), 1)])
+    torch.manual_seed(0)
+    assert trained < 2.0 < model.loss_terms(batch)["disc"].item()

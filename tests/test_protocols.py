@@ -145,7 +145,7 @@ def test_resample_needs_a_capability():
 
 class SpeakerToy(SequentialModel):
     """z_f = speaker vector (+ small noise), z_t = noise: EER(z_f) ≈ 0, EER(z_{1:T}) ≈ 50%."""
-    capabilities = frozenset({"encode", "speaker"})
+    capabilities = frozenset({"encode"})
 
     def encode(self, x, sample=False):
         zf = x[:, 0, :8]

@@ -30,6 +30,7 @@ class DatasetInfo:
     dynamic_labels: dict[str, int]  # sequence-level dynamic label families (e.g. action)
     dfp: dict = field(default_factory=dict)  # self-supervision signal: {"kind": "patch"|"regress"|"binary", "dim": int, ...}
     num_train: int = 0             # N for the MWS estimator
+    num_sequences: int = 0         # size of the global `utterance` id space (speech: FHVAE's μ2 table)
 
 
 class SequenceDataset(Dataset):
@@ -100,4 +101,11 @@ def load_dataset(name: str, split: str, profile="cpu", data_dir: str | None = No
 
 
 def _import_all():
-    from benchmark.data import sprites  # noqa: F401  (registers itself)
+    """Import every dataset module (each registers itself); a module not written yet is skipped."""
+    import importlib
+    for mod in ("sprites", "smmnist", "faces", "speech"):
+        try:
+            importlib.import_module(f"benchmark.data.{mod}")
+        except ModuleNotFoundError as e:
+            if e.name != f"benchmark.data.{mod}":
+                raise
