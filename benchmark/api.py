@@ -21,22 +21,44 @@ def run_tags(cfg: RunConfig, dataset, device) -> dict:
             "dataset_fingerprint": dataset.fingerprint, **tracking.git_info(), **tracking.host_info(device)}
 
 
+def source_hash() -> str:
+    """Hash of the code a result depends on (models/, metrics/, benchmark/data/), not of the git commit,
+    so that a results-only commit does not invalidate finished runs."""
+    import hashlib
+    root = Path(__file__).resolve().parent.parent
+    h = hashlib.sha256()
+    for sub in ("models", "metrics", "benchmark/data"):
+        for f in sorted((root / sub).rglob("*.py")):
+            h.update(f.relative_to(root).as_posix().encode() + f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def run_fingerprint(cfg: RunConfig, dataset_fingerprint: str) -> str:
+    from benchmark.data import fingerprint
+    return fingerprint({"config": cfg.to_dict(), "dataset": dataset_fingerprint, "source": source_hash()})
+
+
 def train(cfg: RunConfig, resume: str | None = None, tracking_uri: str | None = None,
-          progress: bool = True, ckpt_root: str = "checkpoints", parent_run_id: str | None = None) -> dict:
-    """Train one model on one dataset, tracked in MLflow. Returns run id, checkpoint, final terms, wall time."""
+          progress: bool = True, ckpt_root: str = "checkpoints", parent_run_id: str | None = None,
+          run_id: str | None = None, extra_tags: dict | None = None) -> dict:
+    """Train one model on one dataset, tracked in MLflow. Returns run id, checkpoint, final terms, wall time.
+    `run_id` continues an interrupted run (same MLflow run, `resume` its checkpoint)."""
     tracking.health_check(tracking.resolve_uri(tracking_uri))  # before any data or model work
     dataset = load_dataset(cfg.data.name, cfg.train.split, cfg.profile, cfg.data.data_dir)
     seed_everything(cfg.seed)
     model = build_model(cfg, dataset.info)
     name = f"{cfg.model.name}-{cfg.data.name}-{cfg.profile}-s{cfg.seed}"
-    with tracking.start_run(name, uri=tracking_uri, parent_run_id=parent_run_id,
+    with tracking.start_run(name, uri=tracking_uri, parent_run_id=parent_run_id, run_id=run_id,
                             tags={"model": cfg.model.name}) as run:
         ckpt_dir = Path(ckpt_root) / run.run_id
         trainer = Trainer(model, dataset, cfg, tracker=run, ckpt_dir=ckpt_dir, progress=progress)
         run.set_tags(run_tags(cfg, dataset, trainer.device) | {"precision": trainer.precision,
-                                                               "checkpoint_dir": str(ckpt_dir)})
-        run.log_params(cfg.flat())
-        run.log_text(cfg.to_json(), "config.json")
+                                                               "checkpoint_dir": str(ckpt_dir), "kind": "train",
+                                                               "fingerprint": run_fingerprint(cfg, dataset.fingerprint)}
+                     | (extra_tags or {}))
+        if run_id is None:
+            run.log_params(cfg.flat())
+            run.log_text(cfg.to_json(), "config.json")
         try:
             state = trainer.fit(resume=resume)
         except KeyboardInterrupt:

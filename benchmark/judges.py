@@ -52,7 +52,9 @@ def judge_accuracy(judge: Judge, dataset, batch_size: int = 256) -> dict[str, fl
 
 
 def _fingerprint(dataset, cfg) -> str:
-    src = inspect.getsource(judge_module) + inspect.getsource(base)
+    # only the code the judge runs: unrelated edits to models/base.py keep cached judges valid
+    src = "".join(inspect.getsource(o) for o in (judge_module, base.ConvFrameEncoder, base.MLPFrameEncoder,
+                                                  base.scaled, base.conv_depth))
     return fingerprint({"dataset": dataset.fingerprint, "config": cfg.to_dict(), "source": src})
 
 

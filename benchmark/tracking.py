@@ -100,8 +100,9 @@ class Tracker:
 
 @contextmanager
 def start_run(run_name: str, tags: dict | None = None, uri: str | None = None,
-              experiment: str = DEFAULT_EXPERIMENT, parent_run_id: str | None = None):
-    """A tracked run; ends FINISHED on success, FAILED (with the error as a tag) on an exception."""
+              experiment: str = DEFAULT_EXPERIMENT, parent_run_id: str | None = None, run_id: str | None = None):
+    """A tracked run (or `run_id` reopened to continue it); ends FINISHED on success, FAILED
+    (with the error as a tag) on an exception, KILLED on Ctrl-C."""
     from mlflow.tracking import MlflowClient
     uri = resolve_uri(uri)
     health_check(uri)
@@ -111,7 +112,13 @@ def start_run(run_name: str, tags: dict | None = None, uri: str | None = None,
     tags = {k: str(v) for k, v in (tags or {}).items()}
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
-    run = client.create_run(exp_id, run_name=run_name, tags=tags)
+    if run_id:
+        client.update_run(run_id, status="RUNNING")
+        run = client.get_run(run_id)
+        for k, v in tags.items():
+            client.set_tag(run_id, k, v)
+    else:
+        run = client.create_run(exp_id, run_name=run_name, tags=tags)
     tracker = Tracker(run, client)
     try:
         yield tracker
@@ -144,3 +151,14 @@ def find_run(run_id: str, uri: str | None = None):
         return MlflowClient(uri).get_run(run_id)
     except MlflowException:
         raise TrackingError(f"--run {run_id}: no such run in {uri}") from None
+
+
+def search_runs(filter_string: str, uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT) -> list:
+    """Runs of the experiment matching an MLflow filter, newest first."""
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(resolve_uri(uri))
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    return client.search_runs([exp.experiment_id], filter_string, order_by=["attributes.start_time DESC"],
+                              max_results=1000)

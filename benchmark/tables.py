@@ -1,0 +1,255 @@
+"""`run --table N`: train what is missing, reuse what is finished, evaluate, write the table files.
+`report --table N`: the same files rebuilt from MLflow alone."""
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+
+from benchmark import tracking
+from benchmark.api import evaluate, run_fingerprint, train
+from benchmark.config import resolve_config
+from benchmark.data import load_dataset
+from benchmark.profiles import get_profile
+from benchmark.trainer import cpu_has_bf16_units
+from experiments import TableSpec, tables
+
+PAPER_CSV = Path(__file__).resolve().parent.parent / "experiments" / "paper_tables.csv"
+PERCENT = ("acc", "acc_action", "acc_static", "eer_z_f", "eer_z_t")
+
+
+def get_table(number: int) -> TableSpec:
+    known = tables()
+    if number not in known:
+        raise KeyError(f"unknown table {number}; known tables: {', '.join(map(str, sorted(known)))}")
+    return known[number]
+
+
+def table_jobs(spec: TableSpec, seeds: int, datasets=None, models=None) -> list[tuple[str, str, int]]:
+    """(dataset, model, seed) for every cell; --datasets must be the table's, --models adds registered models."""
+    from benchmark.zoo import MODELS
+    allowed = spec.datasets + spec.optional_datasets
+    for d in datasets or ():
+        if d not in allowed:
+            raise ValueError(f"--datasets {d}: table {spec.number} is defined on {', '.join(allowed)}")
+    for m in models or ():
+        MODELS.get(m)  # clear error for an unknown model
+    ds = list(datasets or spec.datasets)
+    ms = list(spec.models) + [m for m in models or () if m not in spec.models]
+    return [(d, m, s) for d in ds for m in ms for s in range(seeds)]
+
+
+def _finished_eval(runs, metric):
+    return [r for r in runs if r.info.status == "FINISHED" and f"eval/{metric}" in r.data.metrics]
+
+
+def run_job(spec, dataset, model, seed, profile, parent_id, tracking_uri, force, passes, progress):
+    """One (model, dataset, seed) cell: reuse a finished+evaluated run, evaluate a finished one,
+    resume an interrupted one from its checkpoint, or train a new one."""
+    cfg = resolve_config(model, dataset, profile, seed)
+    fp = run_fingerprint(cfg, load_dataset(dataset, cfg.train.split, profile).fingerprint)
+    runs = tracking.search_runs(f"tags.fingerprint = '{fp}'", tracking_uri)
+    done = _finished_eval(runs, spec.metrics[0])
+    if done and not force:
+        return done[0].info.run_id, "reused"
+    trained = [r for r in runs if r.info.status == "FINISHED"] if not force else []
+    if trained:
+        run_id, how = trained[0].info.run_id, "evaluated"
+    else:
+        interrupted = [r for r in runs if r.info.status in ("RUNNING", "KILLED")
+                       and Path(r.data.tags.get("checkpoint_dir", "-"), "last.pt").is_file()] if not force else []
+        if interrupted:
+            r = interrupted[0]
+            run_id = train(cfg, resume=str(Path(r.data.tags["checkpoint_dir"], "last.pt")), run_id=r.info.run_id,
+                           tracking_uri=tracking_uri, progress=progress)["run_id"]
+            how = "resumed"
+        else:
+            run_id = train(cfg, tracking_uri=tracking_uri, progress=progress, parent_run_id=parent_id,
+                           extra_tags={"table": spec.number})["run_id"]
+            how = "trained"
+    evaluate(run_id=run_id, tracking_uri=tracking_uri, passes=passes, seed=seed, progress=progress)
+    return run_id, how
+
+
+def run_table(number: int, profile: str = "cpu", seeds: int = 3, datasets=None, models=None, out="results",
+              tracking_uri: str | None = None, force: bool = False, passes: int = 3, progress: bool = True) -> dict:
+    spec = get_table(number)
+    profile = get_profile(profile).name
+    jobs = table_jobs(spec, seeds, datasets, models)
+    tracking.health_check(tracking.resolve_uri(tracking_uri))
+    t0, done = time.perf_counter(), []
+    with tracking.start_run(f"table{number}-{profile}", uri=tracking_uri,
+                            tags={"kind": "table", "table": number, "profile": profile, **tracking.git_info()}) as parent:
+        for i, (d, m, s) in enumerate(jobs, 1):
+            elapsed = time.perf_counter() - t0
+            eta = f", ETA {elapsed / (i - 1) * (len(jobs) - i + 1) / 60:.0f} min" if i > 1 else ""
+            print(f"[table {number}] run {i}/{len(jobs)}: {m} on {d}, seed {s}{eta}", file=sys.stderr, flush=True)
+            run_id, how = run_job(spec, d, m, s, profile, parent.run_id, tracking_uri, force, passes, progress)
+            done.append({"dataset": d, "model": m, "seed": s, "run_id": run_id, "how": how})
+        parent.log_text(json.dumps(done, indent=2), "jobs.json")
+        wall = time.perf_counter() - t0
+        parent.set_tags({"seeds": seeds, "passes": passes})
+        parent.log_metrics({"wall_time_s": wall}, 0)
+        files = write_table(spec, collect(done, tracking_uri), out, provenance={
+            "command": " ".join(["python -m benchmark"] + sys.argv[1:]), "profile": profile, "seeds": seeds,
+            "passes": passes, "wall_time_s": wall, "parent_run_id": parent.run_id, "jobs": done})
+        for f in files:
+            parent.log_artifact(f, "table")
+    return {"files": [str(f) for f in files], "wall_time_s": wall, "parent_run_id": parent.run_id, "jobs": done}
+
+
+def collect(jobs: list[dict], tracking_uri=None) -> pd.DataFrame:
+    """Per-seed eval metrics and judge accuracies of the jobs' runs, read from MLflow."""
+    rows = []
+    for j in jobs:
+        run = tracking.find_run(j["run_id"], tracking_uri)
+        m = run.data.metrics
+        row = {**j, **{k[5:]: v for k, v in m.items() if k.startswith("eval/")},
+               "wall_time_s": m.get("wall_time_s"), "git_commit": run.data.tags.get("git_commit"),
+               "judge_run_id": run.data.tags.get("judge_run_id")}
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def aggregate(spec: TableSpec, per_seed: pd.DataFrame) -> pd.DataFrame:
+    """Long form: table, dataset, model, metric, mean, std (over training seeds), n."""
+    out = []
+    for (d, m), g in per_seed.groupby(["dataset", "model"], sort=False):
+        for metric in spec.metrics + spec.extra_metrics:
+            if metric in g and g[metric].notna().any():
+                v = g[metric].dropna().to_numpy(float)
+                out.append({"table": spec.number, "dataset": d, "model": m, "metric": metric, "mean": v.mean(),
+                            "std": v.std(ddof=1) if len(v) > 1 else 0.0, "n": len(v)})
+    return pd.DataFrame(out)
+
+
+def paper_values(number: int) -> pd.DataFrame:
+    p = pd.read_csv(PAPER_CSV)
+    return p[p.table == number]
+
+
+def _fmt(metric, v):
+    return f"{v:.2f}" if metric in PERCENT else f"{v:.3f}"
+
+
+def write_table(spec: TableSpec, per_seed: pd.DataFrame, out, provenance: dict) -> list[Path]:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"table{spec.number}"
+    long = aggregate(spec, per_seed)
+    long.to_csv(f"{stem}.csv", index=False)
+    paper = paper_values(spec.number)
+    pv = {(r.dataset, r.model, r.metric): r.value for r in paper.itertuples()}
+    md = [f"# Table {spec.number}: {spec.title}", "",
+          f"Ours: mean ± std over n = {provenance['seeds']} training seeds (each the mean of {provenance['passes']} "
+          f"sampling passes), profile `{provenance['profile']}`; (paper) the seed's value. Provenance: "
+          f"`table{spec.number}_provenance.json` (command, git commit, MLflow run ids).", ""]
+    tex = [r"\begin{tabular}{l" + "r" * len(spec.metrics) + "}", r"\toprule"]
+    for d, g in long.groupby("dataset", sort=False):
+        md += [f"## {d}", "", "| model | " + " | ".join(spec.metrics + spec.extra_metrics) + " |",
+               "|---" * (1 + len(spec.metrics + spec.extra_metrics)) + "|"]
+        tex += [rf"\multicolumn{{{1 + len(spec.metrics)}}}{{l}}{{\textbf{{{d}}}}} \\",
+                "model & " + " & ".join(m.replace("_", r"\_") for m in spec.metrics) + r" \\", r"\midrule"]
+        for model, gm in g.groupby("model", sort=False):
+            vals = {r.metric: r for r in gm.itertuples()}
+            cells, tcells = [], []
+            for metric in spec.metrics + spec.extra_metrics:
+                r = vals.get(metric)
+                cell = "–" if r is None else f"{_fmt(metric, r.mean)} ± {_fmt(metric, r.std)}"
+                if (d, model, metric) in pv:
+                    cell += f" ({_fmt(metric, pv[(d, model, metric)])})"
+                cells.append(cell)
+                if metric in spec.metrics:
+                    tcells.append("--" if r is None else f"{_fmt(metric, r.mean)} $\\pm$ {_fmt(metric, r.std)}")
+            md.append(f"| {model} | " + " | ".join(cells) + " |")
+            tex.append(f"{model} & " + " & ".join(tcells) + r" \\")
+        md.append("")
+        tex.append(r"\midrule")
+    tex[-1] = r"\bottomrule"
+    tex.append(r"\end{tabular}")
+    judges = {}
+    if "judge_run_id" in per_seed:
+        for d, g in per_seed.groupby("dataset"):
+            acc_cols = [c for c in g.columns if c.startswith("judge_acc_")]
+            judges[d] = {c[len("judge_acc_"):]: float(g[c].iloc[0]) for c in acc_cols if pd.notna(g[c].iloc[0])}
+            judges[d]["judge_run_id"] = g["judge_run_id"].iloc[0]
+    md += ["## Judges (test accuracy, %)", ""] + [f"- {d}: " + ", ".join(
+        f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in acc.items()) for d, acc in judges.items()]
+    md += ["", f"Wall time: {provenance['wall_time_s'] / 60:.1f} min. Command: `{provenance['command']}`."]
+    Path(f"{stem}.md").write_text("\n".join(md) + "\n")
+    Path(f"{stem}.tex").write_text("\n".join(tex) + "\n")
+    prov = {**provenance, **tracking.git_info(), "judges": judges, "hardware": hardware(),
+            "packages": {p: _version(p) for p in ("torch", "torchvision", "torchaudio", "mlflow", "optuna", "numpy",
+                                                  "scikit-learn", "opencv-python-headless")},
+            "per_seed": json.loads(per_seed.to_json(orient="records"))}
+    Path(f"{stem}_provenance.json").write_text(json.dumps(prov, indent=2, default=str))
+    fig = plot_table(spec, long, paper, Path(f"{stem}.png"))
+    return [Path(f"{stem}.csv"), Path(f"{stem}.md"), Path(f"{stem}.tex"), Path(f"{stem}_provenance.json"), fig]
+
+
+def _version(pkg):
+    try:
+        return metadata.version(pkg)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def hardware() -> dict:
+    import torch
+    flags = []
+    try:
+        flags = [f for f in Path("/proc/cpuinfo").read_text().split("flags")[1].split("\n")[0].split()
+                 if f.startswith(("avx", "amx", "fma"))]
+    except (OSError, IndexError):
+        pass
+    return {"machine": platform.machine(), "processor": platform.processor(), "threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+            "cpu_flags": flags, "bf16_units": cpu_has_bf16_units()}
+
+
+def plot_table(spec: TableSpec, long: pd.DataFrame, paper: pd.DataFrame, path: Path) -> Path:
+    """Ours (mean ± std over seeds) beside the paper, one panel per metric and dataset."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+    ours = long[long.metric.isin(spec.metrics)].assign(source="ours", value=lambda f: f["mean"])
+    theirs = paper[paper.metric.isin(spec.metrics)].assign(source="paper", std=0.0)
+    df = pd.concat([ours[["dataset", "model", "metric", "value", "std", "source"]],
+                    theirs[theirs.dataset.isin(ours.dataset.unique())][["dataset", "model", "metric", "value", "std",
+                                                                        "source"]]])
+    g = sns.catplot(df, x="model", y="value", hue="source", col="metric", row="dataset", kind="bar",
+                    sharey=False, height=2.6, aspect=1.3, palette=["#4c72b0", "#c0c0c0"], order=list(
+                        dict.fromkeys(ours.model)))
+    for (d, metric), ax in g.axes_dict.items():
+        sub = ours[(ours.dataset == d) & (ours.metric == metric)]
+        for i, r in enumerate(sub.itertuples()):
+            ax.errorbar(i - 0.2, r.value, yerr=r.std, color="black", capsize=2, lw=1)
+        ax.tick_params(axis="x", rotation=30)
+    g.figure.suptitle(f"Table {spec.number}: ours vs paper", y=1.02)
+    g.figure.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(g.figure)
+    return path
+
+
+def report_table(number: int, out="results", tracking_uri=None) -> list[Path]:
+    """Rebuild the table files from MLflow alone: the newest finished table run's jobs and their metrics."""
+    spec = get_table(number)
+    parents = [r for r in tracking.search_runs(f"tags.kind = 'table' and tags.table = '{number}'", tracking_uri)
+               if r.info.status == "FINISHED"]
+    if not parents:
+        raise FileNotFoundError(f"report --table {number}: no finished table run in {tracking.resolve_uri(tracking_uri)}; "
+                                f"run `python -m benchmark run --table {number}` first")
+    parent = parents[0]
+    jobs = json.loads(Path(tracking.download_artifact(parent.info.run_id, "jobs.json", tracking_uri)).read_text())
+    seeds = len({j["seed"] for j in jobs})
+    prov = {"command": f"python -m benchmark report --table {number}", "profile": parent.data.tags.get("profile"),
+            "seeds": seeds, "passes": int(parent.data.tags.get("passes", 0)),
+            "wall_time_s": parent.data.metrics.get("wall_time_s", float("nan")), "parent_run_id": parent.info.run_id,
+            "jobs": jobs, "rebuilt_from_mlflow": True}
+    return write_table(spec, collect(jobs, tracking_uri), out, prov)

@@ -1,0 +1,102 @@
+"""`run --table N` end to end at smoke size: files, reuse, report from MLflow, a real mlflow server."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pandas as pd
+import pytest
+
+from benchmark.__main__ import main
+from benchmark.tables import report_table, run_table
+
+SCHEMA = ["table", "dataset", "model", "metric", "mean", "std", "n"]
+
+
+def check_files(out, number):
+    for ext in ("csv", "md", "tex", "png"):
+        assert (out / f"table{number}.{ext}").is_file()
+    df = pd.read_csv(out / f"table{number}.csv")
+    assert list(df.columns) == SCHEMA and (df.table == number).all()
+    prov = json.loads((out / f"table{number}_provenance.json").read_text())
+    assert {"command", "git_commit", "profile", "seeds", "per_seed", "jobs", "hardware", "packages"} <= set(prov)
+    run_ids = {j["run_id"] for j in prov["jobs"]}
+    assert {r["run_id"] for r in prov["per_seed"]} == run_ids
+    return df, prov
+
+
+def test_table2_smoke_then_reuse_and_report(workdir):
+    out = workdir / "results"
+    first = run_table(2, "smoke", seeds=1, datasets=["sprites"], passes=1, out=out, progress=False)
+    assert {j["how"] for j in first["jobs"]} == {"trained"}
+    df, prov = check_files(out, 2)
+    assert set(df.model) == {"s3vae", "no-scc", "no-dfp", "no-mi"} and (df.n == 1).all()
+    assert {"acc", "is", "h_y_given_x", "h_y"} <= set(df.metric)
+    again = run_table(2, "smoke", seeds=1, datasets=["sprites"], passes=1, out=out, progress=False)
+    assert {j["how"] for j in again["jobs"]} == {"reused"}, "a second run trains nothing"
+    assert [j["run_id"] for j in again["jobs"]] == [j["run_id"] for j in first["jobs"]]
+    rebuilt = workdir / "rebuilt"
+    report_table(2, rebuilt)
+    pd.testing.assert_frame_equal(pd.read_csv(rebuilt / "table2.csv"), df)
+
+
+def test_unknown_table_and_dataset(workdir, capsys):
+    assert main(["run", "--table", "7", "--profile", "smoke"]) == 2
+    assert "unknown table 7" in capsys.readouterr().err
+    assert main(["run", "--table", "3", "--profile", "smoke", "--datasets", "sprites"]) == 2
+    assert "table 3 is defined on speech" in capsys.readouterr().err
+
+
+def test_unreachable_tracking_server_fails_fast(workdir, capsys):
+    t0 = time.time()
+    assert main(["run", "--table", "2", "--profile", "smoke", "--tracking-uri", "http://127.0.0.1:9"]) == 2
+    assert "is unreachable" in capsys.readouterr().err
+    assert time.time() - t0 < 20
+    assert not (workdir / "checkpoints").exists(), "nothing trained before the check"
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(workdir):
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+                             "--backend-store-uri", f"sqlite:///{workdir}/server.db",
+                             "--default-artifact-root", str(workdir / "server-artifacts"), "--workers", "1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(360):  # the server takes 15-60 s to start on a busy 2-core machine
+            try:
+                urllib.request.urlopen(uri + "/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("mlflow server did not start")
+        yield uri
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # the server's workers live in its process group
+        proc.wait(timeout=30)
+
+
+def test_table_logged_to_a_real_mlflow_server(mlflow_server, workdir):
+    import mlflow
+    res = run_table(2, "smoke", seeds=1, datasets=["sprites"], models=None, passes=1, out=workdir / "r",
+                    tracking_uri=mlflow_server, progress=False)
+    client = mlflow.MlflowClient(mlflow_server)
+    parent = client.get_run(res["parent_run_id"])
+    assert parent.data.tags["kind"] == "table"
+    assert {"table/table2.csv", "table/table2.md"} <= {a.path for a in client.list_artifacts(parent.info.run_id, "table")}
+    for job in res["jobs"]:
+        run = client.get_run(job["run_id"])
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert "eval/acc" in run.data.metrics
