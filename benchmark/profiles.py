@@ -17,6 +17,10 @@ class Profile:
     data: dict             # dataset name -> generation/loading settings
     latent: dict           # dataset name -> (d_zf, d_zt)
     judge: dict = field(default_factory=dict)  # judge training settings
+    train_per_dataset: dict = field(default_factory=dict)  # dataset -> train settings that differ (epochs)
+
+    def train_for(self, name: str) -> dict:
+        return {**self.train, **self.train_per_dataset.get(name, {})}
 
     def data_for(self, name: str) -> dict:
         if name not in self.data:
@@ -32,7 +36,10 @@ PROFILES = {
         "smoke", "tests and CI: every code path in seconds",
         train=dict(epochs=1, batch_size=8, max_steps=4, log_every=1, checkpoint_every=0),
         model=dict(width=0.125, hidden=32, feat_dim=32),
-        data={"sprites": dict(image_size=32, characters=30, seed=1234, frames=8)},
+        data={"sprites": dict(image_size=32, characters=30, seed=1234, frames=8),
+              "smmnist": dict(image_size=32, n_train=48, n_test=24, frames=15, seed=1234),
+              "faces": dict(image_size=32, identities=8, takes=2, frames=15, seed=1234),
+              "speech": dict(speakers=12, utterances=3, segment=20, seed=1234)},
         latent={k: (8, 4) for k in PAPER_LATENTS},
         judge=dict(epochs=1, batch_size=16, width=0.125, hidden=16),
     ),
@@ -40,15 +47,24 @@ PROFILES = {
         "cpu", "a meaningful result on a 2-core CPU in well under an hour per table",
         train=dict(epochs=3, batch_size=16, max_steps=0, log_every=10, checkpoint_every=500),
         model=dict(width=0.5, hidden=128, feat_dim=128),
-        data={"sprites": dict(image_size=32, characters=1296, seed=1234, frames=8)},
+        data={"sprites": dict(image_size=32, characters=1296, seed=1234, frames=8),
+              "smmnist": dict(image_size=32, n_train=5000, n_test=1000, frames=15, seed=1234),
+              "faces": dict(image_size=32, identities=52, takes=3, frames=15, seed=1234),
+              "speech": dict(speakers=90, utterances=10, segment=20, seed=1234)},
         latent=dict(PAPER_LATENTS),
         judge=dict(epochs=3, batch_size=32, width=0.25, hidden=64),
+        # ~10-20 min per model on 2 cores (fp32, 32×32): fewer epochs where an epoch is large
+        train_per_dataset={"sprites": dict(epochs=2), "smmnist": dict(epochs=2), "faces": dict(epochs=10),
+                           "speech": dict(epochs=10)},
     ),
     "paper": Profile(
         "paper", "the seed's settings (appendix D) for a GPU",
         train=dict(epochs=1000, batch_size=16, max_steps=0, log_every=10, checkpoint_every=2000),
         model=dict(width=1.0, hidden=256, feat_dim=128),
-        data={"sprites": dict(image_size=64, characters=1296, seed=1234, frames=8)},
+        data={"sprites": dict(image_size=64, characters=1296, seed=1234, frames=8),
+              "smmnist": dict(image_size=64, n_train=5000, n_test=1000, frames=15, seed=1234),
+              "faces": dict(image_size=64, identities=52, takes=4, frames=15, seed=1234),
+              "speech": dict(speakers=180, utterances=10, segment=20, seed=1234)},
         latent=dict(PAPER_LATENTS),
         judge=dict(epochs=10, batch_size=32, width=0.5, hidden=128),
     ),
