@@ -22,7 +22,7 @@ JUDGE_SEED = 0
 
 def judge_config(profile: str, dataset: str) -> RunConfig:
     p = get_profile(profile)
-    j = p.judge
+    j = {**p.judge, **p.judge.get("per_dataset", {}).get(dataset, {})}
     cfg = RunConfig(seed=JUDGE_SEED, profile=p.name)
     cfg.model.name, cfg.data.name = "judge", dataset
     cfg.model.width, cfg.model.hidden = j["width"], j["hidden"]

@@ -101,11 +101,5 @@ def load_dataset(name: str, split: str, profile="cpu", data_dir: str | None = No
 
 
 def _import_all():
-    """Import every dataset module (each registers itself); a module not written yet is skipped."""
-    import importlib
-    for mod in ("sprites", "smmnist", "faces", "speech"):
-        try:
-            importlib.import_module(f"benchmark.data.{mod}")
-        except ModuleNotFoundError as e:
-            if e.name != f"benchmark.data.{mod}":
-                raise
+    """Import every dataset module (each registers itself on import)."""
+    from benchmark.data import faces, smmnist, speech, sprites  # noqa: F401
