@@ -166,6 +166,9 @@ def main(argv=None):
     from benchmark.tracking import TrackingError
     try:
         args.fn(args)
+    except KeyboardInterrupt:
+        print("error: interrupted (checkpoints saved so far are kept)", file=sys.stderr)
+        return 130
     except (KeyError, ValueError, FileNotFoundError, TrainingError, TrackingError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"error: {msg}", file=sys.stderr)

@@ -1,8 +1,12 @@
 """What the CLI commands do, as functions (tests and tables call these too)."""
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
+import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -60,10 +64,11 @@ def train(cfg: RunConfig, resume: str | None = None, tracking_uri: str | None = 
             run.log_params(cfg.flat())
             run.log_text(cfg.to_json(), "config.json")
         try:
-            state = trainer.fit(resume=resume)
+            with _sigterm_as_interrupt():
+                state = trainer.fit(resume=resume)
         except KeyboardInterrupt:
             path = trainer.save_checkpoint()
-            print(f"\ninterrupted at step {trainer.state.step}; resume with --resume {path}")
+            print(f"\ninterrupted at step {trainer.state.step}; resume with --resume {path}", file=sys.stderr)
             raise
         ckpt = trainer.save_checkpoint(ckpt_dir / "final.pt")
         run.log_artifact(ckpt, "checkpoints")
@@ -76,6 +81,21 @@ def train(cfg: RunConfig, resume: str | None = None, tracking_uri: str | None = 
                         state.step)
         run.log_text(json.dumps(summary, indent=2), "summary.json")
     return summary
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """A `kill` (SIGTERM) saves a checkpoint like Ctrl-C does, instead of losing the run's progress."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def log_pictures(model, dataset, run, trainer) -> None:
@@ -166,9 +186,11 @@ def evaluate(run_id: str | None = None, checkpoint: str | None = None, tracking_
     model = build_model(cfg, test.info)
     model.load_state_dict(payload["model"])
     model.to(dev).eval()
-    judge, judge_report = get_judge(cfg.data.name, cfg.profile, cfg.data.data_dir, tracking_uri=tracking_uri,
-                                    progress=progress, device=device)
-    judge.to(dev)
+    judge = judge_report = None
+    if cfg.data.name in PROTOCOLS:  # speech is scored by EER, with no judge
+        judge, judge_report = get_judge(cfg.data.name, cfg.profile, cfg.data.data_dir, tracking_uri=tracking_uri,
+                                        progress=progress, device=device)
+        judge.to(dev)
     t0 = time.perf_counter()
     batches = [{k: v.to(dev) for k, v in test.batch(torch.arange(i, min(i + 256, len(test)))).items()}
                for i in range(0, len(test), 256)]
@@ -195,9 +217,10 @@ def evaluate(run_id: str | None = None, checkpoint: str | None = None, tracking_
 def _log_eval(run, model, test, result, judge_report) -> None:
     step = 0
     run.log_metrics({f"eval/{k}": v for k, v in result.get("metrics", {}).items()}, step)
-    run.log_metrics({f"eval/judge_acc_{k}": v for k, v in judge_report["test_accuracy"].items()}, step)
+    if judge_report:
+        run.log_metrics({f"eval/judge_acc_{k}": v for k, v in judge_report["test_accuracy"].items()}, step)
+        run.set_tags({"judge_fingerprint": judge_report["fingerprint"], "judge_run_id": judge_report["run_id"]})
     run.flush()
-    run.set_tags({"judge_fingerprint": judge_report["fingerprint"], "judge_run_id": judge_report["run_id"]})
     run.log_text(json.dumps(result, indent=2, default=str), "eval/protocols.json")
     dev = next(model.parameters()).device
     x = test.batch(torch.arange(min(8, len(test))))["x"].to(dev)

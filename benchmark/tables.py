@@ -174,7 +174,7 @@ def write_table(spec: TableSpec, per_seed: pd.DataFrame, out, provenance: dict) 
     tex.append(r"\end{tabular}")
     judges = {}
     if "judge_run_id" in per_seed:
-        for d, g in per_seed.groupby("dataset"):
+        for d, g in per_seed[per_seed.judge_run_id.notna()].groupby("dataset"):
             acc_cols = [c for c in g.columns if c.startswith("judge_acc_")]
             judges[d] = {c[len("judge_acc_"):]: float(g[c].iloc[0]) for c in acc_cols if pd.notna(g[c].iloc[0])}
             judges[d]["judge_run_id"] = g["judge_run_id"].iloc[0]
@@ -222,7 +222,7 @@ def plot_table(spec: TableSpec, long: pd.DataFrame, paper: pd.DataFrame, path: P
     theirs = paper[paper.metric.isin(spec.metrics)].assign(source="paper", std=0.0)
     df = pd.concat([ours[["dataset", "model", "metric", "value", "std", "source"]],
                     theirs[theirs.dataset.isin(ours.dataset.unique())][["dataset", "model", "metric", "value", "std",
-                                                                        "source"]]])
+                                                                        "source"]]], ignore_index=True)
     g = sns.catplot(df, x="model", y="value", hue="source", col="metric", row="dataset", kind="bar",
                     sharey=False, height=2.6, aspect=1.3, palette=["#4c72b0", "#c0c0c0"], order=list(
                         dict.fromkeys(ours.model)))

@@ -44,6 +44,20 @@ def test_table2_smoke_then_reuse_and_report(workdir):
     pd.testing.assert_frame_equal(pd.read_csv(rebuilt / "table2.csv"), df)
 
 
+@pytest.mark.parametrize("number, datasets, metrics", [
+    (1, ["smmnist"], {"acc", "is", "h_y_given_x", "h_y"}),
+    (3, None, {"eer_z_f", "eer_z_t"}),
+])
+def test_tables_1_and_3_smoke(workdir, number, datasets, metrics):
+    out = workdir / "results"
+    run_table(number, "smoke", seeds=1, datasets=datasets, passes=1, out=out, progress=False)
+    df, _ = check_files(out, number)
+    from experiments import tables
+    assert set(df.model) == set(tables()[number].models)
+    for model, g in df.groupby("model"):
+        assert metrics <= set(g.metric), model
+
+
 def test_unknown_table_and_dataset(workdir, capsys):
     assert main(["run", "--table", "7", "--profile", "smoke"]) == 2
     assert "unknown table 7" in capsys.readouterr().err

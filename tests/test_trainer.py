@@ -111,3 +111,22 @@ def test_list_shows_models_and_capabilities(capsys):
     for name in ("s3vae", "baseline", "no-scc", "no-dfp", "no-mi", "sprites", "smoke", "paper"):
         assert name in out
     assert "encode" in out
+
+
+def test_sigterm_saves_a_checkpoint_and_marks_the_run_killed(workdir):
+    """A killed training run keeps its progress: checkpoint + KILLED status, resumable."""
+    proc = subprocess.Popen([sys.executable, "-m", "benchmark", "train", "--profile", "smoke", "-o", "train.epochs=100000",
+                             "-o", "train.max_steps=0"], cwd=workdir, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and "step/s" not in (line := proc.stderr.readline()):
+        pass
+    time.sleep(2)
+    proc.terminate()
+    rest = proc.communicate(timeout=120)[1]
+    assert proc.returncode != 0
+    assert "resume with --resume" in rest
+    ckpts = list((workdir / "checkpoints").glob("*/last.pt"))
+    assert len(ckpts) == 1
+    run = mlflow.MlflowClient("sqlite:///mlruns.db").get_run(ckpts[0].parent.name)
+    assert run.info.status == "KILLED"
+    assert torch.load(ckpts[0], weights_only=False)["state"]["step"] > 0

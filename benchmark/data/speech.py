@@ -3,7 +3,7 @@
 Embedded default: every speaker is a voice (F0 in male- or female-like ranges, vocal-tract
 length as a formant scale factor, glottal spectral tilt, breathiness, speaking rate,
 jitter/shimmer/vibrato, higher formants F4/F5, small per-vowel formant idiosyncrasies and a
-fixed colouring by two peaking filters), which drifts a little from utterance to utterance;
+fixed colouring by three peaking filters), which drifts a little from utterance to utterance;
 every utterance is ~2-4 s of random content units (10 vowels, 3 nasals, 3 fricatives, 3 stops
 as closure + burst, and pauses) drawn independently of the speaker, so the speaker is the
 static factor and the content the dynamic one. A unit sequence becomes a 16 kHz waveform by
@@ -81,6 +81,7 @@ FRICATIVES = {"s": (4000, 7500, -10.0), "sh": (2200, 5000, -9.0), "f": (1200, 70
 # stops: silent closure, then a short noise burst in this band
 STOPS = {"p": (500, 2000), "t": (3000, 7000), "k": (1500, 3500)}
 BURST_DB = -8.0
+COLOUR_BANDS = ((250, 900), (900, 2800), (2800, 6000))  # Hz ranges of the speaker's colouring filters
 SPEECH_RMS = 0.08            # full-scale RMS of a 0 dB unit
 ACTIVE = ("vowel", "nasal", "fric", "burst")  # unit kinds that are sound (the rest: "sil", "clo")
 
@@ -106,10 +107,10 @@ def speaker_voice(seed: int, speaker: int) -> dict:
         bw=float(rng.uniform(0.8, 1.3)),                      # formant bandwidth factor
         vowel_offsets=np.exp(rng.normal(0.0, 0.04, (len(VOWELS), 3))),  # accent: per-vowel formant shifts
         fric_scale=float(math.sqrt(scale) * rng.uniform(0.95, 1.05)),
-        # fixed colouring of everything the speaker says (hypopharyngeal / nasal-sinus resonances and
-        # antiresonances): two peaking filters (centre Hz, gain dB, Q)
-        colour=tuple((float(rng.uniform(lo, hi) * scale), float(rng.choice([-1, 1]) * rng.uniform(3, 8)),
-                      float(rng.uniform(1.0, 3.0))) for lo, hi in ((600, 2500), (2500, 5500))),
+        # fixed colouring of everything the speaker says (chest / nasal, oral and hypopharyngeal
+        # resonances and antiresonances): three peaking filters (centre Hz, gain dB, Q)
+        colour=tuple((float(rng.uniform(lo, hi) * scale), float(rng.choice([-1, 1]) * rng.uniform(4, 10)),
+                      float(rng.uniform(1.0, 3.0))) for lo, hi in COLOUR_BANDS),
     )
 
 
