@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+import threading
 import time
 
 import mlflow
@@ -117,12 +118,18 @@ def test_sigterm_saves_a_checkpoint_and_marks_the_run_killed(workdir):
     """A killed training run keeps its progress: checkpoint + KILLED status, resumable."""
     proc = subprocess.Popen([sys.executable, "-m", "benchmark", "train", "--profile", "smoke", "-o", "train.epochs=100000",
                              "-o", "train.max_steps=0"], cwd=workdir, stderr=subprocess.PIPE, text=True)
+    err = []
+    reader = threading.Thread(target=lambda: err.extend(iter(lambda: proc.stderr.read(1), "")), daemon=True)
+    reader.start()  # tqdm redraws with \r, so read characters, not lines
     deadline = time.time() + 240
-    while time.time() < deadline and "step/s" not in (line := proc.stderr.readline()):
-        pass
+    while time.time() < deadline and "step/s" not in "".join(err):
+        time.sleep(0.5)
+    assert "step/s" in "".join(err), "training never started"
     time.sleep(2)
     proc.terminate()
-    rest = proc.communicate(timeout=120)[1]
+    proc.wait(timeout=120)
+    reader.join(timeout=30)
+    rest = "".join(err)
     assert proc.returncode != 0
     assert "resume with --resume" in rest
     ckpts = list((workdir / "checkpoints").glob("*/last.pt"))
