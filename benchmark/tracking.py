@@ -19,7 +19,12 @@ class TrackingError(RuntimeError):
 
 
 def resolve_uri(uri: str | None = None) -> str:
-    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+    """The tracking URI, with a relative SQLite path made absolute: MLflow caches one store per URI
+    string per process, so `sqlite:///mlruns.db` would keep pointing at the first directory's file."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
+    return uri
 
 
 def health_check(uri: str, timeout: float = 5.0) -> None:

@@ -5,6 +5,7 @@ import mlflow
 import pytest
 
 from benchmark.__main__ import main
+from benchmark.tracking import resolve_uri
 from benchmark.judges import get_judge
 
 
@@ -12,7 +13,7 @@ def test_judge_is_trained_once_then_cached(workdir, monkeypatch):
     judge, report = get_judge("sprites", "smoke", progress=False)
     assert set(report["test_accuracy"]) == {"skin", "top", "pants", "hair", "action", "static_all"}
     assert all(0 <= v <= 100 for v in report["test_accuracy"].values())
-    run = mlflow.MlflowClient("sqlite:///mlruns.db").get_run(report["run_id"])
+    run = mlflow.MlflowClient(resolve_uri()).get_run(report["run_id"])
     assert run.data.tags["kind"] == "judge" and "test_acc_action" in run.data.metrics
     import benchmark.judges as J
     monkeypatch.setattr(J, "Trainer", None)  # a cache hit must not train
@@ -31,7 +32,7 @@ def test_eval_logs_metrics_and_pictures_to_the_run(workdir, capsys):
     for k in ("acc", "acc_action", "acc_static", "is", "h_y_given_x", "h_y", "label_kl"):
         assert k in out["metrics"]
     assert 1.0 <= out["metrics"]["is"] <= 9.0 + 1e-6 and 0 <= out["metrics"]["h_y"] <= 2.1973
-    client = mlflow.MlflowClient("sqlite:///mlruns.db")
+    client = mlflow.MlflowClient(resolve_uri())
     run = client.get_run(run_id)
     assert run.data.metrics["eval/acc"] == pytest.approx(out["metrics"]["acc"])
     assert "eval/judge_acc_action" in run.data.metrics and "judge_fingerprint" in run.data.tags

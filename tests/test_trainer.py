@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from benchmark.__main__ import main
+from benchmark.tracking import resolve_uri
 from benchmark.config import resolve_config
 from benchmark.data import load_dataset
 from benchmark.seeding import seed_everything
@@ -81,14 +82,14 @@ def test_cli_bad_input_one_line_error(workdir, capsys, argv, expected):
 def test_cli_nan_loss_one_line_error(workdir, capsys):
     assert main(["train", "--profile", "smoke", "-o", "train.lr=1e30"]) == 2
     assert "non-finite loss at step" in capsys.readouterr().err.strip().splitlines()[-1]
-    runs = mlflow.MlflowClient("sqlite:///mlruns.db").search_runs(["1"])
+    runs = mlflow.MlflowClient(resolve_uri()).search_runs(["1"])
     assert runs and runs[0].info.status == "FAILED" and "non-finite" in runs[0].data.tags["error"]
 
 
 def test_train_is_tracked_in_mlflow(workdir, capsys):
     assert main(["train", "--profile", "smoke", "--model", "no-mi", "--seed", "7", "-o", "loss.lambda_scc=10"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    client = mlflow.MlflowClient("sqlite:///mlruns.db")
+    client = mlflow.MlflowClient(resolve_uri())
     run = client.get_run(summary["run_id"])
     assert run.info.status == "FINISHED"
     p, tags = run.data.params, run.data.tags
@@ -134,6 +135,6 @@ def test_sigterm_saves_a_checkpoint_and_marks_the_run_killed(workdir):
     assert "resume with --resume" in rest
     ckpts = list((workdir / "checkpoints").glob("*/last.pt"))
     assert len(ckpts) == 1
-    run = mlflow.MlflowClient("sqlite:///mlruns.db").get_run(ckpts[0].parent.name)
+    run = mlflow.MlflowClient(resolve_uri()).get_run(ckpts[0].parent.name)
     assert run.info.status == "KILLED"
     assert torch.load(ckpts[0], weights_only=False)["state"]["step"] > 0
