@@ -44,7 +44,7 @@ from tqdm import tqdm
 from benchmark.data import DatasetInfo, SequenceDataset, cached_arrays, fingerprint
 from benchmark.registry import DATASETS
 
-VERSION = "speech-procedural-v1"  # bump when the synthesiser, the features or the DFP labels change
+VERSION = "speech-procedural-v2"  # bump when the synthesiser, the features or the DFP labels change
 
 SAMPLE_RATE = 16000
 N_MELS = 80
@@ -560,7 +560,7 @@ def timit_files(root) -> list[tuple[str, str, str, Path]]:
     return [(*k, found[k]) for k in sorted(found)]
 
 
-def _real_parts(files, mode: str, seed: int) -> tuple[list[str], dict[int, int]]:
+def _real_parts(files, mode: str, seed: int, root: Path) -> tuple[list[str], dict[int, int]]:
     """Global speaker ids (sorted names over TRAIN and TEST) and the split code of each used speaker."""
     names = sorted({f[1] for f in files})
     sid = {n: i for i, n in enumerate(names)}
@@ -570,7 +570,8 @@ def _real_parts(files, mode: str, seed: int) -> tuple[list[str], dict[int, int]]
         train, val, test = speaker_split(np.arange(len(names)), seed)
     else:
         if not in_train:
-            raise FileNotFoundError(f"speech: split={mode!r} needs TIMIT's TRAIN folder; none found in the data dir")
+            raise FileNotFoundError(f"speech: split={mode!r} needs TIMIT's TRAIN folder; none with .WAV files "
+                                    f"in {root}; expected {TIMIT_LAYOUT}")
         if mode == "standard":
             test_names = sorted(in_test)
         else:
@@ -578,12 +579,13 @@ def _real_parts(files, mode: str, seed: int) -> tuple[list[str], dict[int, int]]
             missing = [n for n in CORE_TEST_SPEAKERS if n not in in_test]
             if not test_names:
                 raise FileNotFoundError(f"speech: split='core' needs the 24 core test speakers in TIMIT's TEST "
-                                        f"folder ({', '.join(CORE_TEST_SPEAKERS)}); none found")
+                                        f"folder ({', '.join(CORE_TEST_SPEAKERS)}); none found in {root}")
             if missing:
                 warnings.warn(f"speech: split='core': {len(missing)} of the 24 core test speakers are missing: "
                               f"{', '.join(missing)}")
         if not test_names:
-            raise FileNotFoundError(f"speech: split={mode!r} needs TIMIT's TEST folder; none found in the data dir")
+            raise FileNotFoundError(f"speech: split={mode!r} needs TIMIT's TEST folder; none with .WAV files "
+                                    f"in {root}; expected {TIMIT_LAYOUT}")
         train = np.array(sorted(sid[n] for n in in_train))
         test = np.array(sorted(sid[n] for n in test_names))
         perm = train[np.random.default_rng([seed, 1]).permutation(len(train))]
@@ -609,7 +611,7 @@ def _read_real(files, names, parts, segment: int, sample_rate: int) -> dict[str,
 def _real(data_dir: str, segment: int, seed: int, mode: str, sample_rate: int):
     root = Path(data_dir)
     files = timit_files(root)
-    names, parts = _real_parts(files, mode, seed)
+    names, parts = _real_parts(files, mode, seed, root)
     stats = [(str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for *_, p in files]
     key = fingerprint(dict(version=VERSION, files=stats, segment=segment, seed=seed, split=mode,
                            sample_rate=sample_rate, fbank=FBANK, silence_db=SILENCE_DB))
