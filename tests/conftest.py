@@ -6,6 +6,15 @@ from benchmark.data import DatasetInfo
 torch.set_num_threads(2)
 
 
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """One data cache per test module, so a module's smoke sets are generated once."""
+    with pytest.MonkeyPatch.context() as mp:
+        path = tmp_path_factory.mktemp("cache")
+        mp.setenv("BENCHMARK_CACHE", str(path))
+        yield path
+
+
 @pytest.fixture(scope="session")
 def data_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("data_cache")

@@ -18,15 +18,6 @@ NEUTRAL = np.zeros(len(F.AUS))
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    """One cache directory for the module, so the smoke set is generated once."""
-    with pytest.MonkeyPatch.context() as mp:
-        path = tmp_path_factory.mktemp("cache")
-        mp.setenv("BENCHMARK_CACHE", str(path))
-        yield path
-
-
-@pytest.fixture(scope="module")
 def smoke(cache):
     return {split: load_dataset("faces", split, profile="smoke") for split in SPLITS}
 

@@ -12,15 +12,6 @@ SMOKE = PROFILES["smoke"].data_for("sprites")
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    """One cache directory for the module, so the smoke set is generated once."""
-    with pytest.MonkeyPatch.context() as mp:
-        path = tmp_path_factory.mktemp("cache")
-        mp.setenv("BENCHMARK_CACHE", str(path))
-        yield path
-
-
-@pytest.fixture(scope="module")
 def smoke(cache):
     return {split: load_dataset("sprites", split, profile="smoke") for split in SPLITS}
 
