@@ -96,9 +96,29 @@ def cmd_run(args):
 
 
 def cmd_report(args):
+    if (args.table is None) == (args.study is None):
+        raise ValueError("report: give exactly one of --table N or --study NAME")
+    if args.study:
+        from benchmark.sweep import report_study
+        summary = report_study(args.study, args.storage, args.out or "results/sweeps", args.tracking_uri)
+        print(json.dumps({k: summary.get(k) for k in ("study", "states", "best", "rerun", "files")}, indent=2,
+                         default=str))
+        return
     from benchmark.tables import report_table
-    for f in report_table(args.table, args.out, args.tracking_uri):
+    for f in report_table(args.table, args.out or "results", args.tracking_uri):
         print(f"wrote {f}")
+
+
+def cmd_sweep(args):
+    from benchmark.config import parse_overrides
+    from benchmark.sweep import SweepSpec, run_sweep
+    spec = SweepSpec(space=args.space, dataset=args.dataset, trials=args.trials, profile=get_profile_name(args.profile),
+                     storage=args.storage, study=args.study, tracking_uri=args.tracking_uri, seed=args.seed,
+                     overrides=parse_overrides(args.override), data_dir=args.data_dir, passes=args.passes,
+                     heartbeat_s=args.heartbeat, grace_s=args.grace)
+    summary = run_sweep(spec, workers=args.workers, out=args.out)
+    print(json.dumps({k: summary.get(k) for k in ("study", "states", "best", "rerun", "study_wall_time_s",
+                                                  "command_wall_time_s", "files")}, indent=2, default=str))
 
 
 def get_profile_name(name):
@@ -156,20 +176,38 @@ def main(argv=None):
     p.add_argument("--tracking-uri", default=None)
     p.add_argument("--force", action="store_true", help="retrain even when finished runs match")
     p.set_defaults(fn=cmd_run)
-    p = sub.add_parser("report", help="rebuild a table's files from MLflow alone (no training)")
-    p.add_argument("--table", type=int, required=True)
-    p.add_argument("--out", default="results")
+    p = sub.add_parser("report", help="rebuild a table's files from MLflow alone, or a sweep's from its study")
+    p.add_argument("--table", type=int, default=None)
+    p.add_argument("--study", default=None, help="an Optuna study name (see `sweep`)")
+    p.add_argument("--storage", default="sqlite:///optuna.db", help="the study's SQLAlchemy URL")
+    p.add_argument("--out", default=None, help="default results/ (tables), results/sweeps/ (studies)")
     p.add_argument("--tracking-uri", default=None)
     p.set_defaults(fn=cmd_report)
+    p = sub.add_parser("sweep", help="Optuna study over a search space (shared RDB storage, many workers)")
+    p.add_argument("--space", required=True, help="a search space of experiments/sweeps/ (e.g. lambdas)")
+    _common(p, model=False)
+    p.add_argument("--trials", type=int, required=True, help="study-wide number of finished trials")
+    p.add_argument("--workers", type=int, default=1, help="local worker processes sharing the study")
+    p.add_argument("--storage", default="sqlite:///optuna.db", help="SQLAlchemy URL, e.g. postgresql://u:p@host/db")
+    p.add_argument("--study", default=None, help="study name (default SPACE-DATASET-PROFILE); same name joins it")
+    p.add_argument("--seed", type=int, default=0, help="training seed of every trial")
+    p.add_argument("-o", "--override", action="append", metavar="KEY=VALUE", help="fixed for every trial")
+    p.add_argument("--passes", type=int, default=3, help="sampling passes per val evaluation")
+    p.add_argument("--heartbeat", type=int, default=10, help="seconds between a running trial's heartbeats")
+    p.add_argument("--grace", type=int, default=60, help="seconds without heartbeat before a trial counts as dead")
+    p.add_argument("--out", default="results/sweeps")
+    p.add_argument("--tracking-uri", default=None)
+    p.set_defaults(fn=cmd_sweep)
     args = ap.parse_args(argv)
     from benchmark.trainer import TrainingError
+    from benchmark.sweep import SweepError
     from benchmark.tracking import TrackingError
     try:
         args.fn(args)
     except KeyboardInterrupt:
         print("error: interrupted (checkpoints saved so far are kept)", file=sys.stderr)
         return 130
-    except (KeyError, ValueError, FileNotFoundError, TrainingError, TrackingError) as e:
+    except (KeyError, ValueError, FileNotFoundError, TrainingError, TrackingError, SweepError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"error: {msg}", file=sys.stderr)
         return 2

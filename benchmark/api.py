@@ -44,9 +44,10 @@ def run_fingerprint(cfg: RunConfig, dataset_fingerprint: str) -> str:
 
 def train(cfg: RunConfig, resume: str | None = None, tracking_uri: str | None = None,
           progress: bool = True, ckpt_root: str = "checkpoints", parent_run_id: str | None = None,
-          run_id: str | None = None, extra_tags: dict | None = None) -> dict:
+          run_id: str | None = None, extra_tags: dict | None = None, hooks: list | None = None) -> dict:
     """Train one model on one dataset, tracked in MLflow. Returns run id, checkpoint, final terms, wall time.
-    `run_id` continues an interrupted run (same MLflow run, `resume` its checkpoint)."""
+    `run_id` continues an interrupted run (same MLflow run, `resume` its checkpoint); `hooks` are called
+    with the trainer after every epoch (sweeps report and prune there)."""
     tracking.health_check(tracking.resolve_uri(tracking_uri))  # before any data or model work
     dataset = load_dataset(cfg.data.name, cfg.train.split, cfg.profile, cfg.data.data_dir)
     seed_everything(cfg.seed)
@@ -55,7 +56,7 @@ def train(cfg: RunConfig, resume: str | None = None, tracking_uri: str | None = 
     with tracking.start_run(name, uri=tracking_uri, parent_run_id=parent_run_id, run_id=run_id,
                             tags={"model": cfg.model.name}) as run:
         ckpt_dir = Path(ckpt_root) / run.run_id
-        trainer = Trainer(model, dataset, cfg, tracker=run, ckpt_dir=ckpt_dir, progress=progress)
+        trainer = Trainer(model, dataset, cfg, tracker=run, ckpt_dir=ckpt_dir, progress=progress, hooks=hooks)
         run.set_tags(run_tags(cfg, dataset, trainer.device) | {"precision": trainer.precision,
                                                                "checkpoint_dir": str(ckpt_dir), "kind": "train",
                                                                "fingerprint": run_fingerprint(cfg, dataset.fingerprint)}
@@ -177,7 +178,7 @@ def evaluate(run_id: str | None = None, checkpoint: str | None = None, tracking_
     sample grid are logged to the evaluated run (a new eval run for a bare checkpoint)."""
     from benchmark.judges import get_judge
     from benchmark.trainer import select_device
-    from metrics.protocols import PROTOCOLS, fix_resample_protocol, speaker_verification
+    from metrics.protocols import PROTOCOLS
     tracking.health_check(tracking.resolve_uri(tracking_uri))
     payload, path = load_checkpoint(run_id, checkpoint, tracking_uri)
     cfg = RunConfig.from_dict(payload["config"])
@@ -192,15 +193,9 @@ def evaluate(run_id: str | None = None, checkpoint: str | None = None, tracking_
                                         progress=progress, device=device)
         judge.to(dev)
     t0 = time.perf_counter()
-    batches = [{k: v.to(dev) for k, v in test.batch(torch.arange(i, min(i + 256, len(test)))).items()}
-               for i in range(0, len(test), 256)]
     result = {"dataset": cfg.data.name, "model": cfg.model.name, "profile": cfg.profile, "checkpoint": str(path),
               "judge": judge_report, "passes": passes, "seed": seed}
-    if cfg.data.name in PROTOCOLS:
-        result.update(fix_resample_protocol(model, judge, batches, PROTOCOLS[cfg.data.name], passes, seed))
-    if "encode" in model.capabilities and "utterance" in test.tensors:
-        result.setdefault("metrics", {}).update(
-            speaker_verification(model, test.tensors["x"].to(dev), test.tensors["utterance"], test.tensors["static"][:, 0]))
+    result.update(protocol_metrics(model, judge, test, passes, seed))
     result["eval_wall_time_s"] = time.perf_counter() - t0
     run_id = run_id or payload.get("run_id")
     ctx = (tracking.open_run(run_id, tracking_uri) if run_id else None)
@@ -212,6 +207,23 @@ def evaluate(run_id: str | None = None, checkpoint: str | None = None, tracking_
         _log_eval(ctx, model, test, result, judge_report)
     result["run_id"] = ctx.run_id
     return result
+
+
+@torch.no_grad()
+def protocol_metrics(model, judge, dataset, passes: int = 3, seed: int = 0) -> dict:
+    """{"metrics": ..., "passes": ...}: the fix/resample protocol of the dataset (when it has one) and
+    speaker verification (when items carry utterance ids) on any split, on the model's device."""
+    from metrics.protocols import PROTOCOLS, fix_resample_protocol, speaker_verification
+    dev = next(model.parameters()).device
+    out: dict = {"metrics": {}}
+    if dataset.info.name in PROTOCOLS:
+        batches = [{k: v.to(dev) for k, v in dataset.batch(torch.arange(i, min(i + 256, len(dataset)))).items()}
+                   for i in range(0, len(dataset), 256)]
+        out.update(fix_resample_protocol(model, judge.to(dev), batches, PROTOCOLS[dataset.info.name], passes, seed))
+    if "encode" in model.capabilities and "utterance" in dataset.tensors:
+        t = dataset.tensors
+        out["metrics"].update(speaker_verification(model, t["x"].to(dev), t["utterance"], t["static"][:, 0]))
+    return out
 
 
 def _log_eval(run, model, test, result, judge_report) -> None:

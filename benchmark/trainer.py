@@ -205,9 +205,12 @@ class Trainer:
                     self.save_checkpoint()
                 if st.step >= self.total_steps:
                     break
-            else:
+            if st.batch_in_epoch >= self.batches.per_epoch:
                 st.epoch += 1
                 st.batch_in_epoch = 0
+                for hook in self.hooks:
+                    hook(self)
+            elif st.step >= self.total_steps:  # max_steps ended training mid-epoch: hooks see the end too
                 for hook in self.hooks:
                     hook(self)
         bar.close()
