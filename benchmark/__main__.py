@@ -121,6 +121,11 @@ def cmd_sweep(args):
                                                   "command_wall_time_s", "files")}, indent=2, default=str))
 
 
+def cmd_claims(args):
+    from benchmark.claims import write_claims
+    print(f"wrote {write_claims(args.results)}")
+
+
 def get_profile_name(name):
     from benchmark.profiles import get_profile
     return get_profile(name).name
@@ -183,6 +188,9 @@ def main(argv=None):
     p.add_argument("--out", default=None, help="default results/ (tables), results/sweeps/ (studies)")
     p.add_argument("--tracking-uri", default=None)
     p.set_defaults(fn=cmd_report)
+    p = sub.add_parser("claims", help="test the paper's claims on the committed tables (Welch's t over seeds)")
+    p.add_argument("--results", default="results")
+    p.set_defaults(fn=cmd_claims)
     p = sub.add_parser("sweep", help="Optuna study over a search space (shared RDB storage, many workers)")
     p.add_argument("--space", required=True, help="a search space of experiments/sweeps/ (e.g. lambdas)")
     _common(p, model=False)
