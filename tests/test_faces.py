@@ -23,8 +23,9 @@ def smoke(cache):
 
 
 def numpy(ds):
+    """Arrays of a split, DFP back in fractions of the face height (the dataset gives pixels: × image size)."""
     t = {k: v.numpy() for k, v in ds.tensors.items()}
-    return t | {"identity": t["static"][:, 0], "expression": t["dynamic"][:, 0]}
+    return t | {"identity": t["static"][:, 0], "expression": t["dynamic"][:, 0], "dfp": t["dfp"] / ds.info.size}
 
 
 def clip_keys(ds):
@@ -72,6 +73,7 @@ def test_tensors_shapes_dtypes_ranges(smoke):
         assert 0 <= t["expression"].min() and t["expression"].max() < 6
         assert 0 <= t["take"].min() and t["take"].max() < SMOKE["takes"]
         assert np.isfinite(t["dfp"]).all() and 0 <= t["dfp"].min() and t["dfp"].max() < 0.3
+        np.testing.assert_allclose(ds.tensors["dfp"].numpy(), t["dfp"] * s, rtol=1e-6)  # pixels
     batch = smoke["test"].batch([0, 1])
     assert batch["x"].dtype.is_floating_point and 0 <= batch["x"].min() and batch["x"].max() <= 1
 

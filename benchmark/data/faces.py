@@ -14,7 +14,8 @@ over a clip. Faces are drawn with OpenCV's anti-aliased primitives on a 128-pixe
 stored size with INTER_AREA.
 
 DFP labels (PROTOCOLS.md, "Self-supervision signals"): per frame the left eyelid gap, right
-eyelid gap and inner lip gap, divided by the face height. "Left" is the eye on the image's
+eyelid gap and inner lip gap, divided by the face height and given in pixels of a face
+`image_size` tall (i.e. × image_size). "Left" is the eye on the image's
 left, as dlib's landmarks 36-41. For the procedural faces they are exact: an eyelid gap is the
 mean distance between the upper and lower lid at 1/3 and 2/3 of the eye's width (where
 dlib's points 37/41 and 38/40 sit), the lip gap the distance between the inner lips at the
@@ -766,8 +767,11 @@ def build_faces(split: str, data: dict, data_dir: str | None = None) -> Sequence
         arrays, key, n_identities, summary = _real(data_dir, s)
     code = arrays["split"]
     rows = np.flatnonzero({"train": code <= 1, "val": code == 1, "test": code == 2}[split])
+    # DFP targets in pixels of a face `image_size` tall (cached as fractions of the face height): the
+    # seed regresses landmark distances, and in pixel units L_DFP grows with the image like the summed
+    # reconstruction term, so λ2 = 100 keeps its weight at any size (fractions made λ2·L_DFP ~1e-3 of it)
     cols = dict(x=arrays["x"], static=arrays["identity"][:, None], dynamic=arrays["expression"][:, None],
-                dfp=arrays["dfp"], take=arrays["take"])
+                dfp=arrays["dfp"] * np.float32(s["image_size"]), take=arrays["take"])
     tensors = {k: torch.from_numpy(np.ascontiguousarray(v[rows])) for k, v in cols.items()}
     info = DatasetInfo(
         name="faces", kind="video", frames=arrays["x"].shape[1], channels=3, size=s["image_size"],
