@@ -120,3 +120,16 @@ def test_joining_a_study_with_other_settings_is_refused(workdir):
     with pytest.raises(ValueError, match="has dataset='faces'"):
         open_study(other)
     assert report_study("s", spec.storage, "out")["states"] == {}
+
+
+@pytest.mark.parametrize("name", ["faces", "smmnist", "sprites", "speech"])
+def test_fit_split_is_train_without_val(workdir, name):
+    """Sweep trials train on `fit` so that their val score is on sequences they never saw."""
+    import torch
+
+    from benchmark.data import load_dataset
+    rows = {s: {bytes(v.numpy().tobytes()) for v in load_dataset(name, s, "smoke").tensors["x"]}
+            for s in ("train", "val", "fit")}
+    assert rows["val"] and rows["fit"]
+    assert rows["fit"] | rows["val"] == rows["train"] and not rows["fit"] & rows["val"]
+    assert torch.is_tensor(load_dataset(name, "fit", "smoke").tensors["x"])

@@ -83,11 +83,13 @@ def cached_arrays(name: str, key: str, build):
     return arrays
 
 
-SPLITS = ("train", "val", "test")
+# fit = train minus val: what a sweep trains on, so that its val score is on unseen sequences
+# (tables train on all of train, as the paper does)
+SPLITS = ("train", "val", "test", "fit")
 
 
 def load_dataset(name: str, split: str, profile="cpu", data_dir: str | None = None) -> SequenceDataset:
-    """The one entry point: `name` from the dataset registry, split train|val|test.
+    """The one entry point: `name` from the dataset registry, split train|val|test|fit (train − val).
 
     `profile` (a name or a Profile) sets sizes for the embedded data; `data_dir`
     switches to the real-format loader of the files the user already has.

@@ -758,15 +758,15 @@ def build_faces(split: str, data: dict, data_dir: str | None = None) -> Sequence
     `summary` dict says where the data came from, how many clips, and for real MUG how many
     takes had no detected face (centre crop) or too few frames (skipped).
     """
-    if split not in ("train", "val", "test"):
-        raise ValueError(f"faces: unknown split {split!r}; expected train, val or test")
+    if split not in ("train", "val", "test", "fit"):
+        raise ValueError(f"faces: unknown split {split!r}; expected train, val, test or fit")
     s = _check_settings(data)
     if data_dir is None:
         arrays, key, n_identities, summary = _embedded(s)
     else:
         arrays, key, n_identities, summary = _real(data_dir, s)
     code = arrays["split"]
-    rows = np.flatnonzero({"train": code <= 1, "val": code == 1, "test": code == 2}[split])
+    rows = np.flatnonzero({"train": code <= 1, "val": code == 1, "test": code == 2, "fit": code == 0}[split])
     # DFP targets in pixels of a face `image_size` tall (cached as fractions of the face height): the
     # seed regresses landmark distances, and in pixel units L_DFP grows with the image like the summed
     # reconstruction term, so λ2 = 100 keeps its weight at any size (fractions made λ2·L_DFP ~1e-3 of it)

@@ -317,13 +317,14 @@ def build_smmnist(split: str, data: dict, data_dir: str | None = None) -> Sequen
     and test sequences show digit images that no train sequence uses; val = the last 10% of
     the train sequences (a subset of train: tables train on all of train).
     """
-    if split not in STREAM and split != "val":
-        raise ValueError(f"smmnist: unknown split {split!r}; expected train, val or test")
+    if split not in STREAM and split not in ("val", "fit"):
+        raise ValueError(f"smmnist: unknown split {split!r}; expected train, val, test or fit")
     s = _settings(data)
     arrays, key = _embedded(s) if data_dir is None else _real(data_dir, s)
     n_train, n = int(arrays["n_train"]), len(arrays["x"])
     n_val = min(n_train - 1, max(1, round(n_train * VAL_FRACTION)))
-    rows = dict(train=slice(0, n_train), val=slice(n_train - n_val, n_train), test=slice(n_train, n))[split]
+    rows = dict(train=slice(0, n_train), val=slice(n_train - n_val, n_train), test=slice(n_train, n),
+                fit=slice(0, n_train - n_val))[split]
     cols = dict(x=arrays["x"], static=arrays["static"], dynamic=np.zeros((n, 0), np.int64),
                 dfp=arrays["dfp"], digit_ids=arrays["digit_ids"], positions=arrays["positions"])
     tensors = {k: torch.from_numpy(np.ascontiguousarray(v[rows])) for k, v in cols.items()}

@@ -661,9 +661,9 @@ def build_speech(split: str, data: dict, data_dir: str | None = None) -> Sequenc
     else:
         arrays, key, n_speakers, n_utterances = _real(data_dir, s["segment"], s["seed"], s["split"], s["sample_rate"])
     part = arrays["part"]
-    rows = {"train": part != PART_TEST, "val": part == PART_VAL, "test": part == PART_TEST}
+    rows = {"train": part != PART_TEST, "val": part == PART_VAL, "test": part == PART_TEST, "fit": part == PART_TRAIN}
     if split not in rows:
-        raise ValueError(f"speech: unknown split {split!r}; expected train, val or test")
+        raise ValueError(f"speech: unknown split {split!r}; expected train, val, test or fit")
     idx = np.flatnonzero(rows[split])
     x = arrays["x"]
     cols = dict(x=x, static=arrays["speaker"][:, None], dynamic=np.zeros((len(x), 0), np.int64),

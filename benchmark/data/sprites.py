@@ -376,7 +376,7 @@ def _embedded(size: int, characters: int, seed: int, frames: int):
     n_val = min(n_train - 1, max(1, round(n_train * VAL_FRACTION)))
     k = N_CLASSES
     splits = dict(train=slice(0, n_train * k), val=slice((n_train - n_val) * k, n_train * k),
-                  test=slice(n_train * k, characters * k))
+                  test=slice(n_train * k, characters * k), fit=slice(0, (n_train - n_val) * k))
     return arrays, key, splits
 
 
@@ -475,7 +475,8 @@ def _real(data_dir: str, size: int, seed: int):
     arrays = cached_arrays("sprites-real", key, lambda: _read_real(files, size))
     n_train = int(arrays.pop("n_train"))
     val = np.sort(np.random.default_rng(seed).permutation(n_train)[:round(n_train * VAL_FRACTION)])
-    splits = dict(train=slice(0, n_train), val=val, test=slice(n_train, len(arrays["x"])))
+    splits = dict(train=slice(0, n_train), val=val, test=slice(n_train, len(arrays["x"])),
+                  fit=np.setdiff1d(np.arange(n_train), val))
     return arrays, key, splits
 
 
@@ -494,6 +495,8 @@ def build_sprites(split: str, data: dict, data_dir: str | None = None) -> Sequen
         arrays, key, splits = _embedded(size, int(data.get("characters", N_CHARACTERS)), seed, frames)
     else:
         arrays, key, splits = _real(data_dir, size, seed)
+    if split not in splits:
+        raise ValueError(f"sprites: unknown split {split!r}; expected train, val, test or fit")
     rows = splits[split]
     # the harness-wide label layout: `static` [N, S] and `dynamic` [N, D] columns in the order of
     # info.static_labels / info.dynamic_labels, so models, judges and protocols need no per-dataset keys

@@ -15,4 +15,5 @@ SPACES.register("lambdas", SearchSpace(
     sampler=lambda seed: optuna.samplers.TPESampler(seed=seed, n_startup_trials=6, multivariate=True),
     # compare a trial with the median of the others at the same epoch, from the second epoch on
     pruner=lambda: optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=1),
+    fixed={"train.split": "fit"},  # train − val: the val score is on sequences the trial never trained on
 ))
