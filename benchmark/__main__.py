@@ -121,6 +121,11 @@ def cmd_sweep(args):
                                                   "command_wall_time_s", "files")}, indent=2, default=str))
 
 
+def cmd_diagnose(args):
+    from benchmark.diagnose import diagnose_table
+    print(f"wrote {diagnose_table(args.table, args.results, args.tracking_uri)}")
+
+
 def cmd_claims(args):
     from benchmark.claims import write_claims
     print(f"wrote {write_claims(args.results)}")
@@ -188,6 +193,11 @@ def main(argv=None):
     p.add_argument("--out", default=None, help="default results/ (tables), results/sweeps/ (studies)")
     p.add_argument("--tracking-uri", default=None)
     p.set_defaults(fn=cmd_report)
+    p = sub.add_parser("diagnose", help="judge accuracy on reconstructions and latent spread for a table's runs")
+    p.add_argument("--table", type=int, required=True)
+    p.add_argument("--results", default="results")
+    p.add_argument("--tracking-uri", default=None)
+    p.set_defaults(fn=cmd_diagnose)
     p = sub.add_parser("claims", help="test the paper's claims on the committed tables (Welch's t over seeds)")
     p.add_argument("--results", default="results")
     p.set_defaults(fn=cmd_claims)

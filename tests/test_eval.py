@@ -3,6 +3,7 @@ import json
 
 import mlflow
 import pytest
+import torch
 
 from benchmark.__main__ import main
 from benchmark.tracking import resolve_uri
@@ -45,3 +46,35 @@ def test_eval_bad_input(workdir, capsys):
     assert "--checkpoint missing.pt: no such file" in capsys.readouterr().err
     assert main(["eval", "--run", "0123456789abcdef"]) == 2
     assert "no such run" in capsys.readouterr().err
+
+
+def test_reconstruction_report_known_answer():
+    """A model that reconstructs perfectly scores its judge's real accuracy on reconstructions, MSE 0."""
+    from types import SimpleNamespace
+
+    from benchmark.data import SequenceDataset
+    from benchmark.diagnose import reconstruction_report
+    from models.judge import Judge
+    from tests.conftest import tiny_batch, tiny_info
+
+    class Perfect(torch.nn.Module):
+        capabilities = frozenset({"encode"})
+
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def encode(self, x, sample=False):
+            return SimpleNamespace(zf_mean=x, zt_mean=x[:, :, :1].clone() * 0)
+
+        def decode(self, zf, zt):
+            return zf
+
+    info = tiny_info()
+    b = tiny_batch(info, 12)
+    ds = SequenceDataset(info, "test", {k: b[k] for k in ("x", "static", "dynamic", "dfp")}, "k")
+    judge = Judge(info, width=0.125, hidden=8, feat_dim=8).eval()
+    r = reconstruction_report(Perfect(), judge, ds)
+    assert r["recon_mse"] == 0.0 and r["zt_std_across"] == 0.0 and r["zf_std_across"] > 0
+    for f in judge.families:
+        assert r[f"recon_acc_{f}"] == r[f"real_acc_{f}"]
