@@ -96,6 +96,10 @@ def _write_readme(results: Path, claim_lines: list[str]) -> Path:
         body = md.read_text().splitlines()
         out += ["#" + body[0]] + ["#" + l if l.startswith("## ") else l for l in body[1:]]
         out += ["", f"![{md.stem}]({md.stem}.png)", ""]
+        diag = results / f"{md.stem}_diagnostics.md"
+        if diag.is_file():
+            body = diag.read_text().splitlines()
+            out += ["#" + body[0]] + body[1:] + [""]
     for sweep in sorted(results.glob("sweeps/*/summary.md")):
         out += [f"## Sweep: see [{sweep.parent.name}]({sweep.relative_to(results).as_posix()})", ""]
     out += ["#" + claim_lines[0]] + claim_lines[1:]
