@@ -13,7 +13,8 @@ SPACES.register("lambdas", SearchSpace(
     direction="maximize",
     datasets=("smmnist", "sprites", "faces"),
     sampler=lambda seed: optuna.samplers.TPESampler(seed=seed, n_startup_trials=6, multivariate=True),
-    # compare a trial with the median of the others at the same epoch, from the second epoch on
+    # prune when a trial's best val Acc so far is below the median of the others at the same epoch
+    # (Optuna's rule), from the first reported epoch once 4 trials have finished
     pruner=lambda: optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=1),
     fixed={"train.split": "fit"},  # train − val: the val score is on sequences the trial never trained on
 ))
