@@ -217,10 +217,6 @@ def work(spec: SweepSpec, worker: int = 0) -> None:
             time.sleep(min(spec.heartbeat_s, 5))
 
 
-def _worker_main(spec: SweepSpec, worker: int) -> None:
-    work(spec, worker)
-
-
 def _parent_run(study, spec: SweepSpec) -> str:
     """The study's parent MLflow run: created once, found again by every later worker or machine."""
     rid = study.user_attrs.get("mlflow_parent_run_id")
@@ -281,7 +277,7 @@ def run_sweep(spec: SweepSpec, workers: int = 1, out: str | Path = "results/swee
         work(spec, 0)
     else:
         ctx = mp.get_context("spawn")
-        procs = [ctx.Process(target=_worker_main, args=(spec, w), name=f"sweep-worker-{w}") for w in range(workers)]
+        procs = [ctx.Process(target=work, args=(spec, w), name=f"sweep-worker-{w}") for w in range(workers)]
         for p in procs:
             p.start()
         try:
@@ -417,7 +413,7 @@ def _write_md(path: Path, summary: dict, df) -> None:
         lines.append(f"Study wall time: {summary['study_wall_time_s'] / 60:.1f} min.")
     if "best" in summary:
         b = summary["best"]
-        lines += ["", f"Best: trial {b['number']}, val {summary['metric']} = {b['value']:.2f}, "
+        lines += ["", f"Best: trial {b['number']}, {summary['metric']} = {b['value']:.2f}, "
                       + ", ".join(f"{k} = {v:.4g}" for k, v in b["params"].items())
                   + f" (paper: " + ", ".join(f"{k} = {v:g}" for k, v in summary["paper_lambdas"].items()) + ")",
                   "", f"Rerun: `{summary['rerun']}`"]
