@@ -67,10 +67,16 @@ def cmd_train(args):
 
 
 def cmd_bench(args):
-    from benchmark.api import bench
-    cfg = _config(args)
-    res = bench(cfg, steps=args.steps)
-    print(json.dumps(res, indent=2))
+    from benchmark.api import bench, bench_suite
+    models, datasets = args.model.split(","), args.dataset.split(",")
+    if len(models) == 1 and len(datasets) == 1 and not args.out:
+        print(json.dumps(bench(_config(args), steps=args.steps, warmup=args.warmup), indent=2))
+        return
+    def config(m, d):
+        return _config(argparse.Namespace(**{**vars(args), "model": m, "dataset": d}))
+    res = bench_suite(models, datasets, config, steps=args.steps, warmup=args.warmup, out=args.out,
+                      command=" ".join(["python -m benchmark"] + sys.argv[1:]))
+    print(res["markdown"])
 
 
 def cmd_judge(args):
@@ -83,7 +89,8 @@ def cmd_judge(args):
 def cmd_eval(args):
     from benchmark.api import evaluate
     res = evaluate(run_id=args.run, checkpoint=args.checkpoint, tracking_uri=args.tracking_uri,
-                   passes=args.passes, seed=args.seed, device=args.device or "auto")
+                   passes=args.passes, seed=args.seed, device=args.device or "auto",
+                   max_sequences=-1 if args.max_sequences is None else args.max_sequences)
     print(json.dumps({k: res[k] for k in ("run_id", "model", "dataset", "metrics", "eval_wall_time_s") if k in res},
                      indent=2))
 
@@ -158,7 +165,10 @@ def main(argv=None):
     p.add_argument("-o", "--override", action="append", metavar="KEY=VALUE")
     p.add_argument("--precision", default=None, choices=["auto", "bf16", "fp32"])
     p.add_argument("--device", default=None)
-    p.add_argument("--steps", type=int, default=6)
+    p.add_argument("--steps", type=int, default=6, help="timed steps (after --warmup untimed ones)")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--out", default=None, help="write the measurements + provenance as JSON and a markdown table "
+                                               "(several models/datasets: comma-separated --model / --dataset)")
     p.set_defaults(fn=cmd_bench)
     p = sub.add_parser("judge", help="train (or load from cache) the judge classifier of a dataset")
     _common(p, model=False)
@@ -172,6 +182,8 @@ def main(argv=None):
     g.add_argument("--checkpoint", default=None, help="a checkpoint file")
     p.add_argument("--passes", type=int, default=3, help="sampling passes (their mean is the value)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-sequences", type=int, default=None,
+                   help="score a fixed subset of N test sequences (0: all; default: the profile's cap)")
     p.add_argument("--device", default=None)
     p.add_argument("--tracking-uri", default=None)
     p.set_defaults(fn=cmd_eval)

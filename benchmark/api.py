@@ -141,6 +141,38 @@ def bench(cfg: RunConfig, steps: int = 6, warmup: int = 2) -> dict:
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
+def bench_suite(models, datasets, config, steps: int = 6, warmup: int = 2, out: str | None = None,
+                command: str = "") -> dict:
+    """`bench` over models × datasets (pairs whose data kind the model is not built for are skipped);
+    `config(model, dataset)` -> RunConfig. Writes `out` (.json) and its .md twin with provenance."""
+    from benchmark.tables import hardware
+    rows = []
+    for d in datasets:
+        kind = load_dataset(d, "test", config(models[0], d).profile).info.kind
+        for m in models:
+            if kind not in getattr(MODELS.get(m).builder, "kinds", {kind}):
+                continue
+            r = bench(config(m, d), steps=steps, warmup=warmup)
+            print(f"bench {m}/{d}: {r['sequences_per_s']:.2f} seq/s", file=sys.stderr, flush=True)
+            rows.append(r)
+    cols = ("model", "dataset", "profile", "precision", "batch_size", "image_size", "parameters", "sequences_per_s",
+            "gflop_per_sequence", "achieved_tflops", "peak_rss_mib")
+    md = ["| " + " | ".join(cols) + " |", "|---" * len(cols) + "|"] + [
+        "| " + " | ".join(f"{r[c]:.3g}" if isinstance(r[c], float) else str(r[c]) for c in cols) + " |" for r in rows]
+    result = {"rows": rows, "markdown": "\n".join(md)}
+    if out:
+        prov = {"command": command, "steps": steps, "warmup": warmup, **tracking.git_info(), "hardware": hardware(),
+                "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps({"provenance": prov, "rows": rows}, indent=2))
+        Path(out).with_suffix(".md").write_text(
+            f"# Training throughput (`bench`)\n\nCommand: `{command}` at commit {prov['git_commit'][:10]} "
+            f"(dirty: {prov['git_dirty']}), {prov['date']}; {steps} timed steps after {warmup} warm-up steps; "
+            f"peak RSS is the process's so far (monotone over the rows). Hardware: {prov['hardware']}.\n\n"
+            + result["markdown"] + "\n")
+    return result
+
+
 def model_table() -> list[dict]:
     rows = []
     for name, entry in MODELS.items():
@@ -173,9 +205,12 @@ def load_checkpoint(run_id: str | None = None, checkpoint: str | None = None, tr
 
 
 def evaluate(run_id: str | None = None, checkpoint: str | None = None, tracking_uri: str | None = None,
-             passes: int = 3, seed: int = 0, device: str = "auto", progress: bool = True) -> dict:
+             passes: int = 3, seed: int = 0, device: str = "auto", progress: bool = True,
+             max_sequences: int | None = -1) -> dict:
     """The protocols of the run's dataset on its test split; metrics, judge accuracy, swap GIF and
-    sample grid are logged to the evaluated run (a new eval run for a bare checkpoint)."""
+    sample grid are logged to the evaluated run (a new eval run for a bare checkpoint).
+    `max_sequences`: -1 = the run's profile's cap, None/0 = the whole split, N = a fixed subset of N."""
+    from benchmark.profiles import get_profile
     from benchmark.judges import get_judge
     from benchmark.trainer import select_device
     from metrics.protocols import PROTOCOLS
@@ -193,9 +228,11 @@ def evaluate(run_id: str | None = None, checkpoint: str | None = None, tracking_
                                         progress=progress, device=device)
         judge.to(dev)
     t0 = time.perf_counter()
+    if max_sequences == -1:
+        max_sequences = get_profile(cfg.profile).eval.get("max_sequences")
     result = {"dataset": cfg.data.name, "model": cfg.model.name, "profile": cfg.profile, "checkpoint": str(path),
-              "judge": judge_report, "passes": passes, "seed": seed}
-    result.update(protocol_metrics(model, judge, test, passes, seed))
+              "judge": judge_report, "passes": passes, "seed": seed, "max_sequences": max_sequences}
+    result.update(protocol_metrics(model, judge, test, passes, seed, max_sequences))
     result["eval_wall_time_s"] = time.perf_counter() - t0
     run_id = run_id or payload.get("run_id")
     ctx = (tracking.open_run(run_id, tracking_uri) if run_id else None)
@@ -209,16 +246,26 @@ def evaluate(run_id: str | None = None, checkpoint: str | None = None, tracking_
     return result
 
 
+def protocol_subset(n: int, max_sequences: int | None) -> torch.Tensor:
+    """Indices of the sequences the fix/resample protocol scores: all of them, or a fixed random subset
+    (seed 0, sorted) so that every model and training seed is judged on the same sequences."""
+    if not max_sequences or max_sequences >= n:
+        return torch.arange(n)
+    return torch.randperm(n, generator=torch.Generator().manual_seed(0))[:max_sequences].sort().values
+
+
 @torch.no_grad()
-def protocol_metrics(model, judge, dataset, passes: int = 3, seed: int = 0) -> dict:
-    """{"metrics": ..., "passes": ...}: the fix/resample protocol of the dataset (when it has one) and
-    speaker verification (when items carry utterance ids) on any split, on the model's device."""
+def protocol_metrics(model, judge, dataset, passes: int = 3, seed: int = 0, max_sequences: int | None = None) -> dict:
+    """{"metrics": ..., "passes": ...}: the fix/resample protocol of the dataset (when it has one; on at most
+    `max_sequences` of the split) and speaker verification (when items carry utterance ids; every
+    utterance) on any split, on the model's device."""
     from metrics.protocols import PROTOCOLS, fix_resample_protocol, speaker_verification
     dev = next(model.parameters()).device
     out: dict = {"metrics": {}}
     if dataset.info.name in PROTOCOLS:
-        batches = [{k: v.to(dev) for k, v in dataset.batch(torch.arange(i, min(i + 256, len(dataset)))).items()}
-                   for i in range(0, len(dataset), 256)]
+        idx = protocol_subset(len(dataset), max_sequences)
+        out["n_sequences"] = len(idx)
+        batches = [{k: v.to(dev) for k, v in dataset.batch(idx[i:i + 256]).items()} for i in range(0, len(idx), 256)]
         out.update(fix_resample_protocol(model, judge.to(dev), batches, PROTOCOLS[dataset.info.name], passes, seed))
     if "encode" in model.capabilities and "utterance" in dataset.tensors:
         t = dataset.tensors
@@ -229,6 +276,8 @@ def protocol_metrics(model, judge, dataset, passes: int = 3, seed: int = 0) -> d
 def _log_eval(run, model, test, result, judge_report) -> None:
     step = 0
     run.log_metrics({f"eval/{k}": v for k, v in result.get("metrics", {}).items()}, step)
+    if "n_sequences" in result:
+        run.set_tags({"eval_sequences": result["n_sequences"]})
     if judge_report:
         run.log_metrics({f"eval/judge_acc_{k}": v for k, v in judge_report["test_accuracy"].items()}, step)
         run.set_tags({"judge_fingerprint": judge_report["fingerprint"], "judge_run_id": judge_report["run_id"]})

@@ -26,10 +26,20 @@ def reconstruction_report(model, judge, dataset, n: int = 256) -> dict[str, floa
     rec = model.decode(post.zf_mean, post.zt_mean)
     out = {"recon_mse": float((rec - b["x"]).pow(2).mean()),
            "zf_std_across": float(post.zf_mean.std(0).mean()), "zt_std_across": float(post.zt_mean.std(0).mean())}
+    if judge is None:  # speech: no judge
+        return out
     for name, x in (("real", b["x"]), ("recon", rec)):
         for f, p in judge.probs(x).items():
             out[f"{name}_acc_{f}"] = 100.0 * float((p.argmax(-1) == judge.targets(b, f)).float().mean())
     return out
+
+
+@torch.no_grad()
+def feature_eer(dataset) -> float:
+    """EER (%) of the speaker trials with each utterance embedded as its mean input frame (no model)."""
+    from metrics.protocols import utterance_eer
+    t = dataset.tensors
+    return utterance_eer(t["x"].float().mean(1), t["utterance"], t["static"][:, 0])
 
 
 def diagnose_table(number: int, results: str | Path = "results", tracking_uri: str | None = None) -> Path:
@@ -45,20 +55,26 @@ def diagnose_table(number: int, results: str | Path = "results", tracking_uri: s
         raise FileNotFoundError(f"{prov_path}: no committed table {number}; run `python -m benchmark run --table "
                                 f"{number}` first")
     prov = json.loads(prov_path.read_text())
-    rows, t0 = [], time.perf_counter()
+    rows, t0, reference = [], time.perf_counter(), {}
     for job in prov["jobs"]:
         payload, _ = load_checkpoint(run_id=job["run_id"], tracking_uri=tracking_uri)
         cfg = RunConfig.from_dict(payload["config"])
         test = load_dataset(cfg.data.name, "test", cfg.profile, cfg.data.data_dir)
         model = build_model(cfg, test.info)
         model.load_state_dict(payload["model"])
-        if "encode" not in model.capabilities or cfg.data.name not in PROTOCOLS:  # speech: EER, no judge
+        if "encode" not in model.capabilities:
             continue
-        judge, _ = get_judge(cfg.data.name, cfg.profile, cfg.data.data_dir, tracking_uri=tracking_uri, progress=False)
+        judge = None
+        if cfg.data.name in PROTOCOLS:
+            judge, _ = get_judge(cfg.data.name, cfg.profile, cfg.data.data_dir, tracking_uri=tracking_uri,
+                                 progress=False)
+        elif "utterance" in test.tensors and cfg.data.name not in reference:
+            reference[cfg.data.name] = feature_eer(test)
         rows.append({**job, **reconstruction_report(model, judge, test)})
         print(f"[diagnose] {job['model']}/{job['dataset']} seed {job['seed']}", file=sys.stderr, flush=True)
     out = {"table": number, "command": " ".join(["python -m benchmark"] + sys.argv[1:]), **tracking.git_info(),
-           "table_git_commit": prov.get("git_commit"), "wall_time_s": time.perf_counter() - t0, "runs": rows}
+           "table_git_commit": prov.get("git_commit"), "wall_time_s": time.perf_counter() - t0, "runs": rows,
+           "feature_eer": reference}
     (results / f"table{number}_diagnostics.json").write_text(json.dumps(out, indent=2))
     md = [f"# Table {number}: diagnostics", "",
           "Judge accuracy (%) on real test sequences and on the model's posterior-mean reconstructions of them "
@@ -73,6 +89,10 @@ def diagnose_table(number: int, results: str | Path = "results", tracking_uri: s
             cells = [f"{np.mean([r[k] for r in g]):.3g} ± {np.std([r[k] for r in g], ddof=1) if len(g) > 1 else 0:.2g}"
                      for k in keys]
             md.append(f"| {d} | {m} | " + " | ".join(cells) + " |")
+    for d, eer in reference.items():
+        md += ["", f"Reference for {d}: speaker verification EER of the input features themselves (each utterance "
+                   f"embedded as its mean log-mel frame, the same cosine trials): {eer:.2f} %. A z_f EER below this "
+                   "means the model's static code is a better speaker embedding than the raw spectrum."]
     path = results / f"table{number}_diagnostics.md"
     path.write_text("\n".join(md) + "\n")
     return path

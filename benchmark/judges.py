@@ -20,9 +20,17 @@ from models.judge import Judge
 JUDGE_SEED = 0
 
 
-def judge_config(profile: str, dataset: str) -> RunConfig:
+def judge_settings(profile: str, dataset: str) -> dict:
+    """The profile's judge settings for a dataset (its per_dataset entry over the common ones)."""
     p = get_profile(profile)
     j = {**p.judge, **p.judge.get("per_dataset", {}).get(dataset, {})}
+    j.pop("per_dataset", None)
+    return j
+
+
+def judge_config(profile: str, dataset: str) -> RunConfig:
+    p = get_profile(profile)
+    j = judge_settings(profile, dataset)
     cfg = RunConfig(seed=JUDGE_SEED, profile=p.name)
     cfg.model.name, cfg.data.name = "judge", dataset
     cfg.model.width, cfg.model.hidden = j["width"], j["hidden"]
@@ -51,11 +59,12 @@ def judge_accuracy(judge: Judge, dataset, batch_size: int = 256) -> dict[str, fl
     return out
 
 
-def _fingerprint(dataset, cfg) -> str:
+def _fingerprint(dataset, cfg, train_frames: int) -> str:
     # only the code the judge runs: unrelated edits to models/base.py keep cached judges valid
     src = "".join(inspect.getsource(o) for o in (judge_module, base.ConvFrameEncoder, base.MLPFrameEncoder,
                                                   base.scaled, base.conv_depth))
-    return fingerprint({"dataset": dataset.fingerprint, "config": cfg.to_dict(), "source": src})
+    return fingerprint({"dataset": dataset.fingerprint, "config": cfg.to_dict(), "train_frames": train_frames,
+                        "source": src})
 
 
 def get_judge(dataset_name: str, profile: str = "cpu", data_dir: str | None = None, force: bool = False,
@@ -63,21 +72,22 @@ def get_judge(dataset_name: str, profile: str = "cpu", data_dir: str | None = No
     """(judge in eval mode, report) for a dataset and profile: from the cache, or trained now."""
     cfg = judge_config(profile, dataset_name)
     cfg.train.device = device
+    train_frames = judge_settings(profile, dataset_name).get("train_frames", 0)
     train = load_dataset(dataset_name, "train", profile, data_dir)
-    fp = _fingerprint(train, cfg)
+    fp = _fingerprint(train, cfg, train_frames)
     path = cache_dir() / "judges" / f"{dataset_name}-{fp}.pt"
     if path.exists() and not force:
         payload = torch.load(path, map_location="cpu", weights_only=False)
-        judge = Judge(train.info, cfg.model.width, cfg.model.hidden, cfg.model.feat_dim)
+        judge = Judge(train.info, cfg.model.width, cfg.model.hidden, cfg.model.feat_dim, train_frames)
         judge.load_state_dict(payload["state"])
         return judge.eval(), payload["report"]
     seed_everything(cfg.seed)
-    judge = Judge(train.info, cfg.model.width, cfg.model.hidden, cfg.model.feat_dim)
+    judge = Judge(train.info, cfg.model.width, cfg.model.hidden, cfg.model.feat_dim, train_frames)
     with tracking.start_run(f"judge-{dataset_name}-{cfg.profile}", uri=tracking_uri,
                             tags={"kind": "judge", "model": "judge", "dataset": dataset_name, "profile": cfg.profile,
                                   "judge_fingerprint": fp, "dataset_fingerprint": train.fingerprint,
                                   **tracking.git_info()}) as run:
-        run.log_params(cfg.flat())
+        run.log_params(cfg.flat() | {"judge.train_frames": train_frames})
         trainer = Trainer(judge, train, cfg, tracker=run, progress=progress)
         trainer.fit()
         test = load_dataset(dataset_name, "test", profile, data_dir)

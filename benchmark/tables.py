@@ -51,7 +51,7 @@ def _finished_eval(runs, metric):
 def run_job(spec, dataset, model, seed, profile, parent_id, tracking_uri, force, passes, progress):
     """One (model, dataset, seed) cell: reuse a finished+evaluated run, evaluate a finished one,
     resume an interrupted one from its checkpoint, or train a new one."""
-    cfg = resolve_config(model, dataset, profile, seed)
+    cfg = resolve_config(model, dataset, profile, seed, overrides=spec.overrides(profile, dataset))
     fp = run_fingerprint(cfg, load_dataset(dataset, cfg.train.split, profile).fingerprint)
     runs = tracking.search_runs(f"tags.fingerprint = '{fp}'", tracking_uri)
     done = _finished_eval(runs, spec.metrics[0])
@@ -97,7 +97,8 @@ def run_table(number: int, profile: str = "cpu", seeds: int = 3, datasets=None, 
         parent.log_metrics({"wall_time_s": wall}, 0)
         files = write_table(spec, collect(done, tracking_uri), out, provenance={
             "command": " ".join(["python -m benchmark"] + sys.argv[1:]), "profile": profile, "seeds": seeds,
-            "passes": passes, "wall_time_s": wall, "parent_run_id": parent.run_id, "jobs": done})
+            "passes": passes, "wall_time_s": wall, "parent_run_id": parent.run_id, "jobs": done,
+            "budget": spec.budgets.get(profile, {})})
         for f in files:
             parent.log_artifact(f, "table")
     return {"files": [str(f) for f in files], "wall_time_s": wall, "parent_run_id": parent.run_id, "jobs": done}
@@ -149,6 +150,10 @@ def write_table(spec: TableSpec, per_seed: pd.DataFrame, out, provenance: dict) 
           f"Ours: mean ± std over n = {provenance['seeds']} training seeds (each the mean of {provenance['passes']} "
           f"sampling passes), profile `{provenance['profile']}`; (paper) the seed's value. Provenance: "
           f"`table{spec.number}_provenance.json` (command, git commit, MLflow run ids).", ""]
+    if provenance.get("budget"):
+        md += [f"Budget of this table at profile `{provenance['profile']}` (overrides of every run, per dataset): "
+               + "; ".join(f"{d}: " + ", ".join(f"`{k}={v}`" for k, v in o.items())
+                           for d, o in provenance["budget"].items()) + ".", ""]
     tex = [r"\begin{tabular}{l" + "r" * len(spec.metrics) + "}", r"\toprule"]
     for d, g in long.groupby("dataset", sort=False):
         md += [f"## {d}", "", "| model | " + " | ".join(spec.metrics + spec.extra_metrics) + " |",
@@ -251,5 +256,5 @@ def report_table(number: int, out="results", tracking_uri=None) -> list[Path]:
     prov = {"command": f"python -m benchmark report --table {number}", "profile": parent.data.tags.get("profile"),
             "seeds": seeds, "passes": int(parent.data.tags.get("passes", 0)),
             "wall_time_s": parent.data.metrics.get("wall_time_s", float("nan")), "parent_run_id": parent.info.run_id,
-            "jobs": jobs, "rebuilt_from_mlflow": True}
+            "jobs": jobs, "rebuilt_from_mlflow": True, "budget": spec.budgets.get(parent.data.tags.get("profile"), {})}
     return write_table(spec, collect(jobs, tracking_uri), out, prov)

@@ -93,6 +93,8 @@ def dataset_preview(ds, stem: Path, n: int = 6) -> list[Path]:
     from PIL import Image
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
+    if "utterance" in ds.tensors:
+        return [utterance_preview(ds, stem.with_suffix(".png"), n)]
     x = ds.batch(torch.arange(min(n, len(ds))))["x"]
     paths = [stem.with_suffix(".png")]
     save_image(rows_grid(list(x), ds.info.kind), paths[0])
@@ -105,3 +107,37 @@ def dataset_preview(ds, stem: Path, n: int = 6) -> list[Path]:
         paths.append(stem.with_suffix(".gif"))
         frames[0].save(paths[1], save_all=True, append_images=frames[1:], duration=150, loop=0)
     return paths
+
+
+def utterance_preview(ds, path: Path, n: int = 6) -> Path:
+    """Speech: whole utterances (their segments in order) as log-mel spectrograms, two per speaker,
+    with the per-frame speech/silence label (the DFP target) as a strip under each."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    t = ds.tensors
+    picked, per_speaker = [], {}
+    for u in torch.unique(t["utterance"]).tolist():
+        spk = int(t["static"][t["utterance"] == u][0, 0])
+        if per_speaker.get(spk, 0) < 2:
+            per_speaker[spk] = per_speaker.get(spk, 0) + 1
+            picked.append((spk, u))
+        if len(picked) == n:
+            break
+    fig, axes = plt.subplots(2 * len(picked), 1, figsize=(9, 1.6 * len(picked)),
+                             gridspec_kw={"height_ratios": [8, 1] * len(picked)})
+    for i, (spk, u) in enumerate(picked):
+        rows = (t["utterance"] == u).nonzero()[:, 0]
+        mel = t["x"][rows].flatten(0, 1).T.float().numpy()      # [bins, frames], segments in order
+        sil = t["dfp"][rows].flatten(0, 1).reshape(1, -1).float().numpy()
+        axes[2 * i].imshow(mel, origin="lower", aspect="auto", cmap="magma")
+        axes[2 * i].set_title(f"speaker {spk}, utterance {u} ({len(rows)} segments of {ds.info.frames} frames)",
+                              fontsize=8, loc="left")
+        axes[2 * i + 1].imshow(sil, aspect="auto", cmap="Greys", vmin=0, vmax=1)
+        for ax in axes[2 * i: 2 * i + 2]:
+            ax.set_xticks([]), ax.set_yticks([])
+    axes[-1].set_xlabel("10 ms frames; strips: the per-frame DFP target (black = speech, white = silence)", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)

@@ -108,13 +108,15 @@ def speaker_verification(model, x: torch.Tensor, utterance: torch.Tensor, speake
         post = model.encode(x[i:i + batch_size], sample=False)
         zf.append(post.zf_mean.float())
         zt.append(post.zt_mean.float().mean(1))
-    zf, zt = torch.cat(zf), torch.cat(zt)
+    return {"eer_z_f": utterance_eer(torch.cat(zf), utterance, speaker),
+            "eer_z_t": utterance_eer(torch.cat(zt), utterance, speaker)}
+
+
+def utterance_eer(z: torch.Tensor, utterance: torch.Tensor, speaker: torch.Tensor) -> float:
+    """EER (%) of cosine scores over all pairs of utterances, each embedded as the mean of its
+    segments' vectors z [N, D] (segment i belongs to utterance[i], spoken by speaker[i])."""
     utts, inverse = torch.unique(utterance, return_inverse=True)
     counts = torch.bincount(inverse, minlength=len(utts)).float()[:, None]
     spk = torch.zeros(len(utts), dtype=speaker.dtype).scatter_(0, inverse, speaker)
-    out = {}
-    for name, z in (("eer_z_f", zf), ("eer_z_t", zt)):
-        emb = torch.zeros(len(utts), z.shape[1]).index_add_(0, inverse, z) / counts
-        scores, labels = speaker_trials(emb, spk)
-        out[name] = 100.0 * equal_error_rate(scores, labels)
-    return out
+    emb = torch.zeros(len(utts), z.shape[1]).index_add_(0, inverse, z.float()) / counts
+    return 100.0 * equal_error_rate(*speaker_trials(emb, spk))

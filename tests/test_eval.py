@@ -78,3 +78,36 @@ def test_reconstruction_report_known_answer():
     assert r["recon_mse"] == 0.0 and r["zt_std_across"] == 0.0 and r["zf_std_across"] > 0
     for f in judge.families:
         assert r[f"recon_acc_{f}"] == r[f"real_acc_{f}"]
+
+
+def test_judge_reads_static_labels_frame_by_frame_and_trains_on_windows():
+    import dataclasses
+    from models.judge import Judge
+    from tests.conftest import tiny_info
+    info = tiny_info()
+    judge = Judge(info, width=0.125, hidden=8, feat_dim=8).eval()
+    x = torch.rand(3, info.frames, 3, 16, 16)
+    full, frames = judge(x), [judge(x[:, t:t + 1]) for t in range(info.frames)]
+    for f in info.static_labels:  # known answer: the mean of the per-frame logits
+        torch.testing.assert_close(full[f], torch.stack([p[f] for p in frames]).mean(0))
+    assert full["act"].shape == (3, 4)
+    with pytest.raises(ValueError, match="train_frames=2 on tiny.*act"):
+        Judge(info, train_frames=2)
+    static_only = dataclasses.replace(info, dynamic_labels={})
+    judge = Judge(static_only, width=0.125, hidden=8, feat_dim=8, train_frames=2)
+    seen = []
+    judge.frame_enc.register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]))
+    batch = {"x": x, "static": torch.zeros(3, 2, dtype=torch.long)}
+    judge.train().loss_terms(batch)
+    judge.eval().loss_terms(batch)
+    assert seen == [3 * 2, 3 * info.frames], "a window of 2 frames in training, every frame otherwise"
+
+
+def test_protocol_subset_is_fixed_and_shared():
+    from benchmark.api import protocol_subset
+    a = protocol_subset(2664, 256)
+    assert len(a) == 256 and len(set(a.tolist())) == 256 and (a.diff() > 0).all() and a.max() < 2664
+    assert torch.equal(a, protocol_subset(2664, 256)), "the same sequences for every model and seed"
+    assert a.min() > 0 or a.max() > 256, "a random subset, not the first rows"
+    assert torch.equal(protocol_subset(100, 256), torch.arange(100))
+    assert torch.equal(protocol_subset(100, None), torch.arange(100))

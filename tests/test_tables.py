@@ -58,6 +58,25 @@ def test_tables_1_and_3_smoke(workdir, number, datasets, metrics):
         assert metrics <= set(g.metric), model
 
 
+def test_table_budget_overrides_every_run(workdir, monkeypatch):
+    import dataclasses
+
+    import mlflow
+
+    import benchmark.tables as T
+    from benchmark.tracking import resolve_uri
+    budget = {"speech": {"train.max_steps": 2, "model.hidden": 16}}
+    spec = dataclasses.replace(T.get_table(3), models=("dsvae",), budgets={"smoke": budget})
+    monkeypatch.setattr(T, "tables", lambda: {3: spec})
+    out = workdir / "results"
+    res = run_table(3, "smoke", seeds=1, passes=1, out=out, progress=False)
+    params = mlflow.MlflowClient(resolve_uri()).get_run(res["jobs"][0]["run_id"]).data.params
+    assert params["train.max_steps"] == "2" and params["model.hidden"] == "16"
+    _, prov = check_files(out, 3)
+    assert prov["budget"] == budget
+    assert "`train.max_steps=2`" in (out / "table3.md").read_text()
+
+
 def test_unknown_table_and_dataset(workdir, capsys):
     assert main(["run", "--table", "7", "--profile", "smoke"]) == 2
     assert "unknown table 7" in capsys.readouterr().err
