@@ -84,6 +84,11 @@ def write_claims(results: str | Path = "results") -> Path:
     return path
 
 
+def _demoted(lines: list[str]) -> list[str]:
+    """A file's markdown one heading level down, to nest it under the README's title."""
+    return ["#" + line if line.startswith("#") else line for line in lines]
+
+
 def _write_readme(results: Path, claim_lines: list[str]) -> Path:
     """Generated, so that no number in it is typed by hand; the reading of the numbers is in reading.md."""
     out = ["# Results", "",
@@ -94,12 +99,10 @@ def _write_readme(results: Path, claim_lines: list[str]) -> Path:
            "checked, and what does not hold: [reading.md](reading.md).", ""]
     for md in sorted(results.glob("table[0-9].md")):
         body = md.read_text().splitlines()
-        out += ["#" + body[0]] + ["#" + l if l.startswith("## ") else l for l in body[1:]]
-        out += ["", f"![{md.stem}]({md.stem}.png)", ""]
+        out += _demoted(body) + ["", f"![{md.stem}]({md.stem}.png)", ""]
         diag = results / f"{md.stem}_diagnostics.md"
         if diag.is_file():
-            body = diag.read_text().splitlines()
-            out += ["#" + body[0]] + body[1:] + [""]
+            out += _demoted(diag.read_text().splitlines()) + [""]
     for sweep in sorted(results.glob("sweeps/*/summary.md")):
         out += [f"## Sweep: see [{sweep.parent.name}]({sweep.relative_to(results).as_posix()})", ""]
     out += ["#" + claim_lines[0]] + claim_lines[1:]

@@ -111,3 +111,16 @@ def test_protocol_subset_is_fixed_and_shared():
     assert a.min() > 0 or a.max() > 256, "a random subset, not the first rows"
     assert torch.equal(protocol_subset(100, 256), torch.arange(100))
     assert torch.equal(protocol_subset(100, None), torch.arange(100))
+
+
+def test_diagnostics_markdown_one_table_per_dataset():
+    from benchmark.diagnose import diagnostics_markdown
+    rows = [{"dataset": "smmnist", "model": "s3vae", "seed": s, "run_id": "r", "recon_mse": 1.0 + s,
+             "recon_acc_digit1": 10.0} for s in range(2)]
+    rows += [{"dataset": "sprites", "model": "s3vae", "seed": 0, "run_id": "r", "recon_mse": 3.0, "recon_acc_action": 50.0}]
+    md = "\n".join(diagnostics_markdown(1, {"runs": rows, "command": "c", "git_commit": "abc",
+                                            "feature_eer": {"speech": 28.15}}))
+    assert "## smmnist" in md and "## sprites" in md
+    assert "| s3vae | 1.5 ± 0.71 | 10 ± 0 |" in md, "mean ± sample std over the seeds"
+    assert "| model | recon_mse | recon_acc_action |" in md
+    assert "28.15 %" in md
