@@ -90,7 +90,7 @@ def cmd_eval(args):
     from benchmark.api import evaluate
     res = evaluate(run_id=args.run, checkpoint=args.checkpoint, tracking_uri=args.tracking_uri,
                    passes=args.passes, seed=args.seed, device=args.device or "auto",
-                   max_sequences=-1 if args.max_sequences is None else args.max_sequences)
+                   max_sequences=args.max_sequences)
     print(json.dumps({k: res[k] for k in ("run_id", "model", "dataset", "metrics", "eval_wall_time_s") if k in res},
                      indent=2))
 

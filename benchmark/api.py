@@ -206,10 +206,10 @@ def load_checkpoint(run_id: str | None = None, checkpoint: str | None = None, tr
 
 def evaluate(run_id: str | None = None, checkpoint: str | None = None, tracking_uri: str | None = None,
              passes: int = 3, seed: int = 0, device: str = "auto", progress: bool = True,
-             max_sequences: int | None = -1) -> dict:
+             max_sequences: int | None = None) -> dict:
     """The protocols of the run's dataset on its test split; metrics, judge accuracy, swap GIF and
     sample grid are logged to the evaluated run (a new eval run for a bare checkpoint).
-    `max_sequences`: -1 = the run's profile's cap, None/0 = the whole split, N = a fixed subset of N."""
+    `max_sequences`: None = the run's profile's cap, 0 = the whole split, N = a fixed subset of N."""
     from benchmark.profiles import get_profile
     from benchmark.judges import get_judge
     from benchmark.trainer import select_device
@@ -228,7 +228,7 @@ def evaluate(run_id: str | None = None, checkpoint: str | None = None, tracking_
                                         progress=progress, device=device)
         judge.to(dev)
     t0 = time.perf_counter()
-    if max_sequences == -1:
+    if max_sequences is None:
         max_sequences = get_profile(cfg.profile).eval.get("max_sequences")
     result = {"dataset": cfg.data.name, "model": cfg.model.name, "profile": cfg.profile, "checkpoint": str(path),
               "judge": judge_report, "passes": passes, "seed": seed, "max_sequences": max_sequences}

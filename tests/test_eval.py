@@ -39,6 +39,8 @@ def test_eval_logs_metrics_and_pictures_to_the_run(workdir, capsys):
     assert "eval/judge_acc_action" in run.data.metrics and "judge_fingerprint" in run.data.tags
     arts = {a.path for a in client.list_artifacts(run_id, "eval")}
     assert {"eval/swap.gif", "eval/samples.png", "eval/protocols.json"} <= arts
+    assert main(["eval", "--run", run_id, "--passes", "1", "--max-sequences", "4"]) == 0
+    assert client.get_run(run_id).data.tags["eval_sequences"] == "4", "a fixed subset of 4 test sequences"
 
 
 def test_eval_bad_input(workdir, capsys):
