@@ -113,11 +113,13 @@ def log_pictures(model, dataset, run, trainer) -> None:
     model.train()
 
 
-def bench(cfg: RunConfig, steps: int = 6, warmup: int = 2) -> dict:
-    """Training throughput (sequences/s at the configured batch), FLOP/s, peak RSS, parameters."""
+def bench(cfg: RunConfig, steps: int = 6, warmup: int = 2, dataset=None) -> dict:
+    """Training throughput (sequences/s at the configured batch), FLOP/s, peak RSS, parameters.
+    `dataset`: the test split already loaded (a suite benches several models on one load)."""
     import resource
     from torch.utils.flop_counter import FlopCounterMode
-    dataset = load_dataset(cfg.data.name, "test", cfg.profile, cfg.data.data_dir)
+    if dataset is None:
+        dataset = load_dataset(cfg.data.name, "test", cfg.profile, cfg.data.data_dir)
     seed_everything(cfg.seed)
     model = build_model(cfg, dataset.info)
     cfg.train.max_steps, cfg.train.checkpoint_every = 10**9, 0
@@ -148,11 +150,12 @@ def bench_suite(models, datasets, config, steps: int = 6, warmup: int = 2, out: 
     from benchmark.tables import hardware
     rows = []
     for d in datasets:
-        kind = load_dataset(d, "test", config(models[0], d).profile).info.kind
+        first = config(models[0], d)
+        test = load_dataset(d, "test", first.profile, first.data.data_dir)
         for m in models:
-            if kind not in getattr(MODELS.get(m).builder, "kinds", {kind}):
+            if test.info.kind not in getattr(MODELS.get(m).builder, "kinds", {test.info.kind}):
                 continue
-            r = bench(config(m, d), steps=steps, warmup=warmup)
+            r = bench(config(m, d), steps=steps, warmup=warmup, dataset=test)
             print(f"bench {m}/{d}: {r['sequences_per_s']:.2f} seq/s", file=sys.stderr, flush=True)
             rows.append(r)
     cols = ("model", "dataset", "profile", "precision", "batch_size", "image_size", "parameters", "sequences_per_s",
