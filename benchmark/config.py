@@ -48,6 +48,7 @@ class TrainConfig:
     max_steps: int = 0            # 0: no limit beyond epochs
     batch_size: int = 16
     lr: float = 1e-3
+    lr_schedule: str = "constant"  # constant (the papers') | cosine (to 0 over the run, per step; judges)
     beta1: float = 0.9
     beta2: float = 0.999
     grad_clip: float = 0.0        # 0: off

@@ -9,8 +9,9 @@ import torch
 
 from benchmark import tracking
 from benchmark.config import RunConfig
-from benchmark.data import cache_dir, fingerprint, load_dataset
+from benchmark.data import _import_all, cache_dir, concat_datasets, fingerprint, load_dataset
 from benchmark.profiles import get_profile
+from benchmark.registry import JUDGE_EXTRAS
 from benchmark.seeding import seed_everything
 from benchmark.trainer import Trainer
 from metrics.classification import accuracy, multi_label_accuracy
@@ -35,6 +36,7 @@ def judge_config(profile: str, dataset: str) -> RunConfig:
     cfg.model.name, cfg.data.name = "judge", dataset
     cfg.model.width, cfg.model.hidden = j["width"], j["hidden"]
     cfg.train.epochs, cfg.train.batch_size, cfg.train.max_steps = j["epochs"], j["batch_size"], j.get("max_steps", 0)
+    cfg.train.lr_schedule = j.get("lr_schedule", "constant")
     cfg.train.log_every, cfg.train.checkpoint_every = 10, 0
     return cfg
 
@@ -59,12 +61,40 @@ def judge_accuracy(judge: Judge, dataset, batch_size: int = 256) -> dict[str, fl
     return out
 
 
-def _fingerprint(dataset, cfg, train_frames: int) -> str:
+def judge_train_set(train, settings: dict, data: dict, data_dir: str | None):
+    """What the judge trains on. By default the train split itself. Static-only datasets may set
+    `train_frames` (the train split cut into windows of that many frames: static labels hold in every
+    frame, and every frame is seen each epoch at a fraction of the cost) and `extra_sequences` (that
+    many more windows from the dataset's registered JUDGE_EXTRAS builder: train-split sources only)."""
+    frames, extra = settings.get("train_frames", 0), settings.get("extra_sequences", 0)
+    name = train.info.name
+    if not frames:
+        if extra:
+            raise ValueError(f"judge settings for {name}: extra_sequences={extra} needs train_frames (the "
+                             f"extra sequences are windows)")
+        return train
+    if train.info.dynamic_labels:
+        raise ValueError(f"judge settings for {name}: train_frames={frames} trains on frame windows, which "
+                         f"needs a dataset without dynamic labels ({', '.join(train.info.dynamic_labels)} "
+                         f"need whole sequences)")
+    parts = [train.windows(frames)]
+    _import_all()  # every dataset module registers its builders on import
+    if extra:
+        if name not in JUDGE_EXTRAS:
+            raise ValueError(f"judge settings for {name}: extra_sequences={extra}, but {name} has no extra-sequence "
+                             f"builder (datasets with one: {', '.join(JUDGE_EXTRAS.names()) or 'none'})")
+        parts.append(JUDGE_EXTRAS.build(name, train, data, data_dir, extra, frames, JUDGE_SEED))
+    return concat_datasets(parts, train.fingerprint) if len(parts) > 1 else parts[0]
+
+
+def _fingerprint(dataset, cfg, settings: dict) -> str:
     # only the code the judge runs: unrelated edits to models/base.py keep cached judges valid
-    src = "".join(inspect.getsource(o) for o in (judge_module, base.ConvFrameEncoder, base.MLPFrameEncoder,
-                                                  base.scaled, base.conv_depth))
-    return fingerprint({"dataset": dataset.fingerprint, "config": cfg.to_dict(), "train_frames": train_frames,
-                        "source": src})
+    objs = [judge_module, base.ConvFrameEncoder, base.MLPFrameEncoder, base.scaled, base.conv_depth]
+    if settings.get("extra_sequences") and dataset.info.name in JUDGE_EXTRAS:
+        objs.append(inspect.getmodule(JUDGE_EXTRAS.get(dataset.info.name).builder))  # how extras are made
+    src = "".join(inspect.getsource(o) for o in objs)
+    view = {k: settings.get(k, 0) for k in ("train_frames", "extra_sequences")}
+    return fingerprint({"dataset": dataset.fingerprint, "config": cfg.to_dict(), "view": view, "source": src})
 
 
 def get_judge(dataset_name: str, profile: str = "cpu", data_dir: str | None = None, force: bool = False,
@@ -72,29 +102,31 @@ def get_judge(dataset_name: str, profile: str = "cpu", data_dir: str | None = No
     """(judge in eval mode, report) for a dataset and profile: from the cache, or trained now."""
     cfg = judge_config(profile, dataset_name)
     cfg.train.device = device
-    train_frames = judge_settings(profile, dataset_name).get("train_frames", 0)
+    settings = judge_settings(profile, dataset_name)
     train = load_dataset(dataset_name, "train", profile, data_dir)
-    fp = _fingerprint(train, cfg, train_frames)
+    fp = _fingerprint(train, cfg, settings)
     path = cache_dir() / "judges" / f"{dataset_name}-{fp}.pt"
     if path.exists() and not force:
         payload = torch.load(path, map_location="cpu", weights_only=False)
-        judge = Judge(train.info, cfg.model.width, cfg.model.hidden, cfg.model.feat_dim, train_frames)
+        judge = Judge(train.info, cfg.model.width, cfg.model.hidden, cfg.model.feat_dim)
         judge.load_state_dict(payload["state"])
         return judge.eval(), payload["report"]
+    fit_on = judge_train_set(train, settings, get_profile(profile).data_for(dataset_name), data_dir)
     seed_everything(cfg.seed)
-    judge = Judge(train.info, cfg.model.width, cfg.model.hidden, cfg.model.feat_dim, train_frames)
+    judge = Judge(train.info, cfg.model.width, cfg.model.hidden, cfg.model.feat_dim)
     with tracking.start_run(f"judge-{dataset_name}-{cfg.profile}", uri=tracking_uri,
                             tags={"kind": "judge", "model": "judge", "dataset": dataset_name, "profile": cfg.profile,
                                   "judge_fingerprint": fp, "dataset_fingerprint": train.fingerprint,
                                   **tracking.git_info()}) as run:
-        run.log_params(cfg.flat() | {"judge.train_frames": train_frames})
-        trainer = Trainer(judge, train, cfg, tracker=run, progress=progress)
+        run.log_params(cfg.flat() | {f"judge.{k}": settings.get(k, 0) for k in ("train_frames", "extra_sequences")})
+        trainer = Trainer(judge, fit_on, cfg, tracker=run, progress=progress)
         trainer.fit()
         test = load_dataset(dataset_name, "test", profile, data_dir)
         acc = judge_accuracy(judge, test)
         report = {"dataset": dataset_name, "profile": cfg.profile, "fingerprint": fp, "run_id": run.run_id,
                   "test_accuracy": acc, "train_wall_time_s": trainer.wall_time, "steps": trainer.state.step,
-                  "n_train": len(train), "n_test": len(test)}
+                  "n_train": len(train), "n_trained_on": len(fit_on), "n_test": len(test),
+                  "precision": trainer.precision}
         run.log_metrics({f"test_acc_{k}": v for k, v in acc.items()}, trainer.state.step)
         run.log_text(json.dumps(report, indent=2), "judge_report.json")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -51,3 +51,6 @@ class Registry:
 
 MODELS = Registry("model")       # filled by benchmark/zoo.py (models/ never imports benchmark)
 DATASETS = Registry("dataset")   # filled by the modules of benchmark/data/
+# dataset -> builder of extra judge-training sequences from its train split's own sources
+# (builder(train, data_settings, data_dir, n, frames, seed) -> SequenceDataset); judges only
+JUDGE_EXTRAS = Registry("judge training augmenter")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -52,6 +53,11 @@ def channels_last(model: torch.nn.Module) -> torch.nn.Module:
         if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
             m.to(memory_format=torch.channels_last)
     return model
+
+
+# learning-rate factor at step s of n
+LR_SCHEDULES = {"constant": lambda s, n: 1.0,
+                "cosine": lambda s, n: 0.5 * (1 + math.cos(math.pi * s / max(n, 1)))}
 
 
 class Batches:
@@ -106,6 +112,9 @@ class Trainer:
         if dataset.info.kind == "video":
             channels_last(self.model)
         self.optimizers = self.model.configure_optimizers(self.tc)
+        if self.tc.lr_schedule not in LR_SCHEDULES:
+            raise TrainingError(f"train.lr_schedule={self.tc.lr_schedule!r}: expected one of {', '.join(LR_SCHEDULES)}")
+        self.base_lrs = [[g["lr"] for g in o.param_groups] for o in self.optimizers]
         self.step_fn = torch.compile(self._step) if self.tc.compile else self._step
         self.batches = Batches(dataset, self.tc.batch_size, cfg.seed, self.device)
         self.weights = self.model.loss_weights()
@@ -145,6 +154,13 @@ class Trainer:
         out = {k: v.detach() for k, v in terms.items()}
         out["total"] = total.detach()
         return out
+
+    def _set_lr(self):
+        """The schedule is a function of the step alone, so a resumed run follows it exactly."""
+        f = LR_SCHEDULES[self.tc.lr_schedule](self.state.step, self.total_steps)
+        for opt, lrs in zip(self.optimizers, self.base_lrs):
+            for g, lr in zip(opt.param_groups, lrs):
+                g["lr"] = lr * f
 
     # ---- checkpoints -----------------------------------------------------------------------
     def save_checkpoint(self, path: Path | None = None) -> Path:
@@ -191,6 +207,7 @@ class Trainer:
         t0 = time.perf_counter()
         while st.step < self.total_steps:
             for batch in self.batches.epoch(st.epoch, st.batch_in_epoch):
+                self._set_lr()
                 terms = self.step_fn(batch)
                 st.step += 1
                 st.batch_in_epoch += 1

@@ -82,8 +82,7 @@ def test_reconstruction_report_known_answer():
         assert r[f"recon_acc_{f}"] == r[f"real_acc_{f}"]
 
 
-def test_judge_reads_static_labels_frame_by_frame_and_trains_on_windows():
-    import dataclasses
+def test_judge_reads_static_labels_frame_by_frame():
     from models.judge import Judge
     from tests.conftest import tiny_info
     info = tiny_info()
@@ -93,16 +92,82 @@ def test_judge_reads_static_labels_frame_by_frame_and_trains_on_windows():
     for f in info.static_labels:  # known answer: the mean of the per-frame logits
         torch.testing.assert_close(full[f], torch.stack([p[f] for p in frames]).mean(0))
     assert full["act"].shape == (3, 4)
-    with pytest.raises(ValueError, match="train_frames=2 on tiny.*act"):
-        Judge(info, train_frames=2)
-    static_only = dataclasses.replace(info, dynamic_labels={})
-    judge = Judge(static_only, width=0.125, hidden=8, feat_dim=8, train_frames=2)
-    seen = []
-    judge.frame_enc.register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]))
-    batch = {"x": x, "static": torch.zeros(3, 2, dtype=torch.long)}
-    judge.train().loss_terms(batch)
-    judge.eval().loss_terms(batch)
-    assert seen == [3 * 2, 3 * info.frames], "a window of 2 frames in training, every frame otherwise"
+
+
+def test_pair_head_known_answer():
+    from models.judge import PairHead
+    head = PairHead(2, 3)
+    r, s = torch.tensor([0.5, -1.0, 2.0]), torch.tensor([0.1, 0.7, -0.3])
+    with torch.no_grad():
+        head.lin.weight.zero_()
+        head.lin.bias.copy_(torch.cat([r, s]))
+    logits = head(torch.zeros(1, 2))[0]
+    # pairs in order (0,0) (0,1) (0,2) (1,1) (1,2) (2,2): two of a kind score s, two kinds r_a + r_b
+    torch.testing.assert_close(logits, torch.stack([s[0], r[0] + r[1], r[0] + r[2], s[1], r[1] + r[2], s[2]]))
+    pairs = [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)]
+    assert [int(head.index(torch.tensor(a), torch.tensor(b))) for a, b in pairs] == list(range(6))
+    p = torch.softmax(logits, -1)
+    lo, hi = (m[0].exp() for m in head.marginals(logits[None]))
+    torch.testing.assert_close(lo, torch.stack([p[0] + p[1] + p[2], p[3] + p[4], p[5]]))
+    torch.testing.assert_close(hi, torch.stack([p[0], p[1] + p[3], p[2] + p[4] + p[5]]))
+
+
+def test_judge_scores_sorted_pairs_jointly():
+    import dataclasses
+    from models.judge import Judge
+    from tests.conftest import tiny_info
+    info = dataclasses.replace(tiny_info(), static_labels={"d1": 4, "d2": 4}, dynamic_labels={},
+                               sorted_pairs=(("d1", "d2"),))
+    judge = Judge(info, width=0.125, hidden=8, feat_dim=8).eval()
+    x = torch.rand(3, info.frames, 3, 16, 16)
+    out = judge(x)
+    feats = judge._features(x)
+    lo, hi = judge.pair_heads[0].marginals(judge.pair_heads[0](feats).mean(1))  # mean of per-frame pair logits
+    torch.testing.assert_close(out["d1"], lo)
+    torch.testing.assert_close(out["d2"], hi)
+    torch.testing.assert_close(out["d1"].exp().sum(-1), torch.ones(3))
+    assert set(judge.loss_weights()) == {"ce_d1_d2"} and set(judge.heads) == set()
+    batch = {"x": x, "static": torch.tensor([[0, 0], [1, 3], [2, 3]]), "dynamic": torch.zeros(3, 0, dtype=torch.long)}
+    opt = torch.optim.Adam(judge.parameters(), 1e-2)
+    judge.train()
+    first = judge.loss_terms(batch)["ce_d1_d2"]
+    for _ in range(30):
+        opt.zero_grad()
+        judge.loss_terms(batch)["ce_d1_d2"].backward()
+        opt.step()
+    assert judge.loss_terms(batch)["ce_d1_d2"] < 0.5 * first, "the pair loss is learnable"
+    with pytest.raises(ValueError, match="sorted pair \\(d1, act\\)"):
+        Judge(dataclasses.replace(info, dynamic_labels={"act": 4}, sorted_pairs=(("d1", "act"),)))
+    with pytest.raises(ValueError, match="same classes"):
+        Judge(dataclasses.replace(info, static_labels={"d1": 4, "d2": 5}))
+
+
+def test_judge_train_set_windows_and_extras(workdir):
+    import dataclasses
+    from benchmark.data import SequenceDataset, load_dataset
+    from benchmark.judges import judge_train_set
+    from benchmark.profiles import PROFILES
+    from tests.conftest import tiny_batch, tiny_info
+    info = dataclasses.replace(tiny_info(), dynamic_labels={})
+    b = tiny_batch(info, 4)
+    ds = SequenceDataset(info, "train", {"x": b["x"], "static": b["static"],
+                                         "dynamic": torch.zeros(4, 0, dtype=torch.long)}, "k")
+    w = judge_train_set(ds, {"train_frames": 2}, {}, None)
+    assert w.tensors["x"].shape == (8, 2, 3, 16, 16), "5 frames: two windows of 2, the tail dropped"
+    assert torch.equal(w.tensors["x"][3], b["x"][1, 2:4]) and torch.equal(w.tensors["static"][3], b["static"][1])
+    assert judge_train_set(ds, {}, {}, None) is ds
+    with pytest.raises(ValueError, match="extra_sequences=5 needs train_frames"):
+        judge_train_set(ds, {"extra_sequences": 5}, {}, None)
+    with pytest.raises(ValueError, match="tiny has no extra-sequence builder.*smmnist"):
+        judge_train_set(ds, {"train_frames": 2, "extra_sequences": 5}, {}, None)
+    dyn = SequenceDataset(tiny_info(), "train", {k: b[k] for k in ("x", "static", "dynamic")}, "k")
+    with pytest.raises(ValueError, match="train_frames=2 .*act need whole sequences"):
+        judge_train_set(dyn, {"train_frames": 2}, {}, None)
+    # smmnist at smoke size: the train split's windows, then the extra windows
+    train = load_dataset("smmnist", "train", "smoke")
+    both = judge_train_set(train, {"train_frames": 3, "extra_sequences": 7}, PROFILES["smoke"].data_for("smmnist"), None)
+    assert len(both) == 5 * len(train) + 7 and both.tensors["x"].shape[1:] == (3, 1, 32, 32)
+    assert torch.equal(both.tensors["x"][:5].flatten(0, 1), train.tensors["x"][0])
 
 
 def test_protocol_subset_is_fixed_and_shared():

@@ -303,3 +303,32 @@ def test_malformed_idx_files(tmp_path, cache):
         with pytest.raises(ValueError, match=match) as err:
             M.build_smmnist("train", REAL, data_dir=str(tmp_path))
         assert str(raw / name) in str(err.value)
+
+
+# ------------------------------------------------------------------------------ the judge's extra training data
+
+def test_judge_extra_uses_train_digits_only(smoke, monkeypatch):
+    ex = numpy(M.judge_extra(smoke["train"], SMOKE, None, 12, 3, seed=5))
+    pool = M.embedded_digit_split(SMOKE["seed"])
+    assert set(ex["digit_ids"].ravel()) <= set(pool["train"].tolist()), "never a test digit"
+    _, labels = M.mnist_digits()
+    np.testing.assert_array_equal(ex["static"], labels[ex["digit_ids"]])
+    assert (ex["static"][:, 0] <= ex["static"][:, 1]).all() and ex["x"].shape == (12, 3, 1, 32, 32)
+    np.testing.assert_array_equal(numpy(M.judge_extra(smoke["train"], SMOKE, None, 12, 3, seed=5))["x"], ex["x"])
+    # known answer: with no jitter, the frames are the digits rendered on their trajectories
+    monkeypatch.setattr(M, "JITTER", dict(rotate=0.0, scale=0.0, shear=0.0))
+    plain = numpy(M.judge_extra(smoke["train"], SMOKE, None, 12, 3, seed=5))
+    np.testing.assert_array_equal(plain["positions"], ex["positions"])
+    digits = M._to_digit(M.mnist_digits()[0])
+    for i in range(12):
+        np.testing.assert_array_equal(plain["x"][i, :, 0], M.render_sequence(digits[plain["digit_ids"][i]],
+                                                                            plain["positions"][i], 32))
+    assert (plain["x"] != ex["x"]).any(), "the jitter changes the digits"
+
+
+def test_judge_extra_from_real_files_uses_the_train_file(tmp_path, cache):
+    parts = write_mnist(tmp_path, n_train=10, n_test=5)
+    train = M.build_smmnist("train", REAL, data_dir=str(tmp_path))
+    ex = numpy(M.judge_extra(train, REAL, str(tmp_path), 8, 2, seed=0))
+    assert ex["digit_ids"].max() < 10
+    np.testing.assert_array_equal(ex["static"], parts["train"][1][ex["digit_ids"]])

@@ -52,6 +52,20 @@ def test_nan_loss_stops_with_step_and_term(workdir):
         tr.fit()
 
 
+def test_cosine_lr_is_a_function_of_the_step(workdir):
+    import math
+    tr = make_trainer(workdir, 6)
+    tr.tc.lr_schedule = "cosine"
+    seen, step = [], tr.step_fn
+    tr.step_fn = lambda b: (seen.append(tr.optimizers[0].param_groups[0]["lr"]), step(b))[1]
+    tr.fit()
+    assert seen == pytest.approx([tr.tc.lr * 0.5 * (1 + math.cos(math.pi * s / 6)) for s in range(6)])
+    cfg = resolve_config("s3vae", "sprites", "smoke", overrides={"train.lr_schedule": "linear"})
+    ds = load_dataset("sprites", "train", "smoke")
+    with pytest.raises(TrainingError, match="train.lr_schedule='linear': expected one of constant, cosine"):
+        Trainer(build_model(cfg, ds.info), ds, cfg, ckpt_dir=workdir, progress=False)
+
+
 def test_bad_resume_path(workdir):
     tr = make_trainer(workdir, 2)
     with pytest.raises(TrainingError, match="no such checkpoint"):

@@ -31,6 +31,9 @@ class DatasetInfo:
     dfp: dict = field(default_factory=dict)  # self-supervision signal: {"kind": "patch"|"regress"|"binary", "dim": int, ...}
     num_train: int = 0             # N for the MWS estimator
     num_sequences: int = 0         # size of the global `utterance` id space (speech: FHVAE's μ2 table)
+    # (lo, hi) static families holding an unordered pair of labels over the same classes, stored
+    # sorted (SMMNIST's two digits): judges score each pair jointly
+    sorted_pairs: tuple = ()
 
 
 class SequenceDataset(Dataset):
@@ -54,6 +57,32 @@ class SequenceDataset(Dataset):
 
     def __getitem__(self, i):
         return {k: v[0] for k, v in self.batch([i]).items()}
+
+    def windows(self, frames: int) -> "SequenceDataset":
+        """Every sequence cut into non-overlapping windows of `frames` frames (a tail shorter than that is
+        dropped), keeping x and the sequence labels: a static-label view (a dynamic label may not hold in a
+        window, so datasets that have one are refused)."""
+        if self.info.dynamic_labels:
+            raise ValueError(f"dataset {self.info.name}: windows of {frames} frames keep only static labels, "
+                             f"but it has dynamic labels {list(self.info.dynamic_labels)}")
+        x = self.tensors["x"]
+        if not 1 <= frames <= x.shape[1]:
+            raise ValueError(f"dataset {self.info.name}: windows of {frames} frames from sequences of {x.shape[1]}")
+        k = x.shape[1] // frames
+        tensors = {"x": x[:, :k * frames].reshape(len(x) * k, frames, *x.shape[2:]),
+                   "static": self.tensors["static"].repeat_interleave(k, 0),
+                   "dynamic": self.tensors["dynamic"].repeat_interleave(k, 0)}
+        return SequenceDataset(self.info, self.split, tensors, self.fingerprint)
+
+
+def concat_datasets(parts: list[SequenceDataset], fingerprint: str) -> SequenceDataset:
+    """One dataset of the rows of `parts` (same info and frame shape), on the columns they all have."""
+    keys = set.intersection(*(set(p.tensors) for p in parts))
+    shapes = {tuple(p.tensors["x"].shape[1:]) for p in parts}
+    if len(shapes) != 1:
+        raise ValueError(f"dataset {parts[0].info.name}: cannot concatenate sequences of shapes {sorted(shapes)}")
+    return SequenceDataset(parts[0].info, parts[0].split,
+                           {k: torch.cat([p.tensors[k] for p in parts]) for k in sorted(keys)}, fingerprint)
 
 
 def cache_dir() -> Path:

@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from benchmark.data import DatasetInfo, SequenceDataset, cached_arrays, fingerprint
 from benchmark.data.sprites import FLOW, GRID, TOPK, dfp_labels
-from benchmark.registry import DATASETS
+from benchmark.registry import DATASETS, JUDGE_EXTRAS
 
 VERSION = "smmnist-v1"  # bump when the generator or the DFP labels change
 
@@ -50,6 +50,8 @@ SIZES = (32, 64)
 KEYS = ("image_size", "n_train", "n_test", "frames", "seed")
 DEFAULTS = dict(image_size=64, n_train=5000, n_test=1000, frames=15, seed=0)
 STREAM = {"train": 0, "test": 1}   # per-sequence generator: default_rng([seed, STREAM[split], index])
+JUDGE_STREAM = 2                   # the judge's extra training sequences (judge_extra)
+JITTER = dict(rotate=15.0, scale=0.12, shear=0.25)  # per-digit affine ranges of those (degrees, ±fraction, ±)
 
 
 # ------------------------------------------------------------------------------ settings
@@ -167,19 +169,33 @@ def render_sequence(digits: np.ndarray, positions: np.ndarray, size: int = CANVA
     return frames
 
 
-def _sequences(digits: np.ndarray, labels: np.ndarray, ids: np.ndarray, n: int, seed: int, split: str,
-               frames: int, size: int) -> dict[str, np.ndarray]:
-    """n sequences drawing their two digits from one pool (digits [P, DIGIT, DIGIT], labels, ids [P])."""
+def jitter_digit(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A digit uint8 [DIGIT, DIGIT] under a random rotation, scale and shear about its centre
+    (the classic elastic-free MNIST distortions; JITTER gives the ranges)."""
+    a = np.deg2rad(rng.uniform(-JITTER["rotate"], JITTER["rotate"]))
+    scale = 1 + rng.uniform(-JITTER["scale"], JITTER["scale"])
+    shear = rng.uniform(-JITTER["shear"], JITTER["shear"])
+    m = scale * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]) @ np.array([[1.0, shear], [0.0, 1.0]])
+    c = np.full(2, (DIGIT - 1) / 2)
+    affine = np.hstack([m, (c - m @ c)[:, None]])
+    return cv2.warpAffine(digit, affine, (DIGIT, DIGIT), flags=cv2.INTER_LINEAR, borderValue=0)
+
+
+def _sequences(digits: np.ndarray, labels: np.ndarray, ids: np.ndarray, n: int, seed: int, stream: int,
+               frames: int, size: int, desc: str, jitter: bool = False) -> dict[str, np.ndarray]:
+    """n sequences drawing their two digits from one pool (digits [P, DIGIT, DIGIT], labels, ids [P]);
+    sequence i from default_rng([seed, stream, i]). `jitter`: each digit under a random affine first."""
     x = np.empty((n, frames, 1, size, size), np.uint8)
     static = np.empty((n, N_DIGITS), np.int64)
     digit_ids = np.empty((n, N_DIGITS), np.int64)
     positions = np.empty((n, frames, N_DIGITS, 2), np.int64)
-    for i in tqdm(range(n), desc=f"smmnist: rendering {split}", unit="seq", mininterval=1.0):
-        rng = np.random.default_rng([seed, STREAM[split], i])
+    for i in tqdm(range(n), desc=desc, unit="seq", mininterval=1.0):
+        rng = np.random.default_rng([seed, stream, i])
         pick = rng.choice(len(ids), size=N_DIGITS, replace=False)
         pick = pick[np.argsort(labels[pick], kind="stable")]   # slots in sorted label order
+        shown = np.stack([jitter_digit(digits[p], rng) for p in pick]) if jitter else digits[pick]
         pos = np.stack([trajectory(rng, frames) for _ in range(N_DIGITS)], axis=1)
-        x[i, :, 0] = render_sequence(digits[pick], pos, size)
+        x[i, :, 0] = render_sequence(shown, pos, size)
         static[i], digit_ids[i], positions[i] = labels[pick], ids[pick], pos
     return dict(x=x, static=static, digit_ids=digit_ids, positions=positions)
 
@@ -202,8 +218,8 @@ def _generate(size: int, n_train: int, n_test: int, seed: int, frames: int) -> d
     images, labels = mnist_digits()
     digits = _to_digit(images)
     pools = embedded_digit_split(seed)
-    parts = {s: _sequences(digits[pools[s]], labels[pools[s]], pools[s], n, seed, s, frames, size)
-             for s, n in (("train", n_train), ("test", n_test))}
+    parts = {s: _sequences(digits[pools[s]], labels[pools[s]], pools[s], n, seed, STREAM[s], frames, size,
+                           f"smmnist: rendering {s}") for s, n in (("train", n_train), ("test", n_test))}
     return _assemble(parts["train"], parts["test"])
 
 
@@ -296,7 +312,7 @@ def _read_real(files: dict[str, Path], s: dict) -> dict[str, np.ndarray]:
     for split, n in (("train", s["n_train"]), ("test", s["n_test"])):
         images, labels = pools[split]
         parts[split] = _sequences(_to_digit(images), labels, offset[split] + np.arange(len(images)), n,
-                                  s["seed"], split, s["frames"], s["image_size"])
+                                  s["seed"], STREAM[split], s["frames"], s["image_size"], f"smmnist: rendering {split}")
     return _assemble(parts["train"], parts["test"])
 
 
@@ -332,5 +348,35 @@ def build_smmnist(split: str, data: dict, data_dir: str | None = None) -> Sequen
         name="smmnist", kind="video", frames=s["frames"], channels=1, size=s["image_size"],
         static_labels={"digit1": N_CLASSES, "digit2": N_CLASSES}, dynamic_labels={},
         dfp={"kind": "patch", "dim": GRID * GRID, "grid": GRID, "topk_stored": TOPK},
-        num_train=n_train)
+        num_train=n_train, sorted_pairs=(("digit1", "digit2"),))
     return SequenceDataset(info, split, tensors, key)
+
+
+# ------------------------------------------------------------------------------ the judge's extra training data
+
+def _train_pool(s: dict, data_dir: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(digits on the canvas scale, labels, ids) of the pool that train sequences draw from."""
+    if data_dir is None:
+        images, labels = mnist_digits()
+        pool = embedded_digit_split(s["seed"])["train"]
+        return _to_digit(images[pool]), labels[pool], pool
+    files = _real_files(Path(data_dir))
+    images, labels = _read_pool(files["train_images"], files["train_labels"])
+    return _to_digit(images), labels, np.arange(len(images))
+
+
+@JUDGE_EXTRAS.register("smmnist", doc="fresh sequences of the train split's own digits, each digit jittered")
+def judge_extra(train: SequenceDataset, data: dict, data_dir: str | None, n: int, frames: int,
+                seed: int) -> SequenceDataset:
+    """n extra judge-training sequences of `frames` frames: two digits of the *train* pool (never a
+    test digit), each under a random rotation/scale/shear (JITTER), on fresh stochastic trajectories.
+
+    4,000 training digits are few for a classifier of unseen handwriting in clutter; new pairings,
+    positions and distortions of the same digits are the standard remedy. Only judges train on
+    them; models never see them."""
+    s = _settings(data)
+    digits, labels, ids = _train_pool(s, data_dir)
+    arrays = _sequences(digits, labels, ids, n, seed, JUDGE_STREAM, frames, s["image_size"],
+                        "smmnist: judge training sequences", jitter=True)
+    tensors = {k: torch.from_numpy(v) for k, v in arrays.items()} | {"dynamic": torch.zeros((n, 0), dtype=torch.int64)}
+    return SequenceDataset(train.info, "train", tensors, train.fingerprint)
