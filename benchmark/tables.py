@@ -83,8 +83,9 @@ def run_table(number: int, profile: str = "cpu", seeds: int = 3, datasets=None, 
     jobs = table_jobs(spec, seeds, datasets, models)
     tracking.health_check(tracking.resolve_uri(tracking_uri))
     t0, done = time.perf_counter(), []
+    git = tracking.git_info()  # now: writing the table's own files later makes the tree look dirty
     with tracking.start_run(f"table{number}-{profile}", uri=tracking_uri,
-                            tags={"kind": "table", "table": number, "profile": profile, **tracking.git_info()}) as parent:
+                            tags={"kind": "table", "table": number, "profile": profile, **git}) as parent:
         for i, (d, m, s) in enumerate(jobs, 1):
             elapsed = time.perf_counter() - t0
             eta = f", ETA {elapsed / (i - 1) * (len(jobs) - i + 1) / 60:.0f} min" if i > 1 else ""
@@ -98,7 +99,7 @@ def run_table(number: int, profile: str = "cpu", seeds: int = 3, datasets=None, 
         files = write_table(spec, collect(done, tracking_uri), out, provenance={
             "command": " ".join(["python -m benchmark"] + sys.argv[1:]), "profile": profile, "seeds": seeds,
             "passes": passes, "wall_time_s": wall, "parent_run_id": parent.run_id, "jobs": done,
-            "budget": spec.budgets.get(profile, {})})
+            "budget": spec.budgets.get(profile, {}), **git})
         for f in files:
             parent.log_artifact(f, "table")
     return {"files": [str(f) for f in files], "wall_time_s": wall, "parent_run_id": parent.run_id, "jobs": done}
@@ -188,7 +189,7 @@ def write_table(spec: TableSpec, per_seed: pd.DataFrame, out, provenance: dict) 
     md += ["", f"Wall time: {provenance['wall_time_s'] / 60:.1f} min. Command: `{provenance['command']}`."]
     Path(f"{stem}.md").write_text("\n".join(md) + "\n")
     Path(f"{stem}.tex").write_text("\n".join(tex) + "\n")
-    prov = {**provenance, **tracking.git_info(), "judges": judges, "hardware": hardware(),
+    prov = {**provenance, "judges": judges, "hardware": hardware(),
             "packages": {p: _version(p) for p in ("torch", "torchvision", "torchaudio", "mlflow", "optuna", "numpy",
                                                   "scikit-learn", "opencv-python-headless")},
             "per_seed": json.loads(per_seed.to_json(orient="records"))}
@@ -256,5 +257,6 @@ def report_table(number: int, out="results", tracking_uri=None) -> list[Path]:
     prov = {"command": f"python -m benchmark report --table {number}", "profile": parent.data.tags.get("profile"),
             "seeds": seeds, "passes": int(parent.data.tags.get("passes", 0)),
             "wall_time_s": parent.data.metrics.get("wall_time_s", float("nan")), "parent_run_id": parent.info.run_id,
-            "jobs": jobs, "rebuilt_from_mlflow": True, "budget": spec.budgets.get(parent.data.tags.get("profile"), {})}
+            "jobs": jobs, "rebuilt_from_mlflow": True, "budget": spec.budgets.get(parent.data.tags.get("profile"), {}),
+            **{k: parent.data.tags.get(k, "unknown") for k in ("git_commit", "git_dirty")}}
     return write_table(spec, collect(jobs, tracking_uri), out, prov)

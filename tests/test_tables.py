@@ -29,11 +29,19 @@ def check_files(out, number):
     return df, prov
 
 
-def test_table2_smoke_then_reuse_and_report(workdir):
+def test_table2_smoke_then_reuse_and_report(workdir, monkeypatch):
+    from benchmark import tracking
     out = workdir / "results"
+    # as in a checkout whose committed results the table overwrites: "dirty" once its own files are written
+    monkeypatch.setattr(tracking, "git_info", lambda: {"git_commit": "c0ffee",
+                                                       "git_dirty": str((out / "table2.csv").exists()).lower()})
     first = run_table(2, "smoke", seeds=1, datasets=["sprites"], passes=1, out=out, progress=False)
     assert {j["how"] for j in first["jobs"]} == {"trained"}
     df, prov = check_files(out, 2)
+    assert prov["git_dirty"] == "false", "the tree as it was when the table started, not after writing its files"
+    report_table(2, workdir / "rebuilt0")
+    rebuilt_prov = json.loads((workdir / "rebuilt0" / "table2_provenance.json").read_text())
+    assert (rebuilt_prov["git_commit"], rebuilt_prov["git_dirty"]) == ("c0ffee", "false"), "from the table run's tags"
     assert set(df.model) == {"s3vae", "no-scc", "no-dfp", "no-mi"} and (df.n == 1).all()
     assert {"acc", "is", "h_y_given_x", "h_y"} <= set(df.metric)
     again = run_table(2, "smoke", seeds=1, datasets=["sprites"], passes=1, out=out, progress=False)
