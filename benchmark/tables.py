@@ -84,8 +84,10 @@ def run_table(number: int, profile: str = "cpu", seeds: int = 3, datasets=None, 
     tracking.health_check(tracking.resolve_uri(tracking_uri))
     t0, done = time.perf_counter(), []
     git = tracking.git_info()  # now: writing the table's own files later makes the tree look dirty
+    command = " ".join(["python -m benchmark"] + sys.argv[1:])
     with tracking.start_run(f"table{number}-{profile}", uri=tracking_uri,
-                            tags={"kind": "table", "table": number, "profile": profile, **git}) as parent:
+                            tags={"kind": "table", "table": number, "profile": profile, "command": command,
+                                  **git}) as parent:
         for i, (d, m, s) in enumerate(jobs, 1):
             elapsed = time.perf_counter() - t0
             eta = f", ETA {elapsed / (i - 1) * (len(jobs) - i + 1) / 60:.0f} min" if i > 1 else ""
@@ -97,7 +99,7 @@ def run_table(number: int, profile: str = "cpu", seeds: int = 3, datasets=None, 
         parent.set_tags({"seeds": seeds, "passes": passes})
         parent.log_metrics({"wall_time_s": wall}, 0)
         files = write_table(spec, collect(done, tracking_uri), out, provenance={
-            "command": " ".join(["python -m benchmark"] + sys.argv[1:]), "profile": profile, "seeds": seeds,
+            "command": command, "profile": profile, "seeds": seeds,
             "passes": passes, "wall_time_s": wall, "parent_run_id": parent.run_id, "jobs": done,
             "budget": spec.budgets.get(profile, {}), **git})
         for f in files:
@@ -254,7 +256,9 @@ def report_table(number: int, out="results", tracking_uri=None) -> list[Path]:
     parent = parents[0]
     jobs = json.loads(Path(tracking.download_artifact(parent.info.run_id, "jobs.json", tracking_uri)).read_text())
     seeds = len({j["seed"] for j in jobs})
-    prov = {"command": f"python -m benchmark report --table {number}", "profile": parent.data.tags.get("profile"),
+    # the command that ran the table (tables run before it was tagged: the report command itself)
+    prov = {"command": parent.data.tags.get("command", f"python -m benchmark report --table {number}"),
+            "rebuilt_by": f"python -m benchmark report --table {number}", "profile": parent.data.tags.get("profile"),
             "seeds": seeds, "passes": int(parent.data.tags.get("passes", 0)),
             "wall_time_s": parent.data.metrics.get("wall_time_s", float("nan")), "parent_run_id": parent.info.run_id,
             "jobs": jobs, "rebuilt_from_mlflow": True, "budget": spec.budgets.get(parent.data.tags.get("profile"), {}),

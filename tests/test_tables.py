@@ -42,6 +42,7 @@ def test_table2_smoke_then_reuse_and_report(workdir, monkeypatch):
     report_table(2, workdir / "rebuilt0")
     rebuilt_prov = json.loads((workdir / "rebuilt0" / "table2_provenance.json").read_text())
     assert (rebuilt_prov["git_commit"], rebuilt_prov["git_dirty"]) == ("c0ffee", "false"), "from the table run's tags"
+    assert rebuilt_prov["command"] == prov["command"] and rebuilt_prov["rebuilt_by"] == "python -m benchmark report --table 2"
     assert set(df.model) == {"s3vae", "no-scc", "no-dfp", "no-mi"} and (df.n == 1).all()
     assert {"acc", "is", "h_y_given_x", "h_y"} <= set(df.metric)
     again = run_table(2, "smoke", seeds=1, datasets=["sprites"], passes=1, out=out, progress=False)
