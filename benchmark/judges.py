@@ -78,8 +78,8 @@ def judge_train_set(train, settings: dict, data: dict, data_dir: str | None):
                          f"needs a dataset without dynamic labels ({', '.join(train.info.dynamic_labels)} "
                          f"need whole sequences)")
     parts = [train.windows(frames)]
-    _import_all()  # every dataset module registers its builders on import
     if extra:
+        _import_all()  # every dataset module registers its builders on import
         if name not in JUDGE_EXTRAS:
             raise ValueError(f"judge settings for {name}: extra_sequences={extra}, but {name} has no extra-sequence "
                              f"builder (datasets with one: {', '.join(JUDGE_EXTRAS.names()) or 'none'})")

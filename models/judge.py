@@ -55,16 +55,16 @@ class Judge(nn.Module):
         self.families = {**self.static, **self.dynamic}
         self.columns = {**{f: ("static", i) for i, f in enumerate(info.static_labels)},
                         **{f: ("dynamic", i) for i, f in enumerate(info.dynamic_labels)}}
-        self.pairs = tuple(tuple(p) for p in getattr(info, "sorted_pairs", ()))
+        self.pairs = tuple(tuple(p) for p in info.sorted_pairs)
         for lo, hi in self.pairs:
             if lo not in self.static or hi not in self.static or self.static[lo] != self.static[hi]:
                 raise ValueError(f"{info.name}: sorted pair ({lo}, {hi}) must name two static label families "
                                  f"with the same classes; static labels are {self.static}")
-        paired = {f for p in self.pairs for f in p}
+        self.paired = {f for p in self.pairs for f in p}  # scored by a PairHead, not a head of their own
         self.frame_enc = (MLPFrameEncoder(info.size, feat_dim, width) if info.kind == "audio"
                           else ConvFrameEncoder(info.channels, info.size, feat_dim, width))
         self.lstm = nn.LSTM(feat_dim, hidden, batch_first=True, bidirectional=True) if self.dynamic else None
-        self.heads = nn.ModuleDict({**{f: nn.Linear(feat_dim, n) for f, n in self.static.items() if f not in paired},
+        self.heads = nn.ModuleDict({**{f: nn.Linear(feat_dim, n) for f, n in self.static.items() if f not in self.paired},
                                     **{f: nn.Linear(2 * hidden, n) for f, n in self.dynamic.items()}})
         self.pair_heads = nn.ModuleList(PairHead(feat_dim, self.static[lo]) for lo, _ in self.pairs)
 
@@ -72,14 +72,11 @@ class Judge(nn.Module):
         b, t = x.shape[:2]
         return self.frame_enc(x.flatten(0, 1)).view(b, t, -1)
 
-    def _pair_logits(self, feats) -> list[torch.Tensor]:
-        return [head(feats).mean(1) for head in self.pair_heads]
-
     def _outputs(self, x):
         """(logits per family, pair logits per sorted pair) for sequences x [B, T, ...]."""
         feats = self._features(x)
         out = {f: self.heads[f](feats).mean(1) for f in self.static if f in self.heads}
-        pair_logits = self._pair_logits(feats)
+        pair_logits = [head(feats).mean(1) for head in self.pair_heads]
         for (lo, hi), head, logits in zip(self.pairs, self.pair_heads, pair_logits):
             out[lo], out[hi] = head.marginals(logits)  # log-probabilities are logits of the same softmax
         if self.dynamic:
@@ -103,15 +100,13 @@ class Judge(nn.Module):
     def loss_terms(self, batch):
         out, pair_logits = self._outputs(batch["x"])
         ce = nn.functional.cross_entropy
-        paired = {f for p in self.pairs for f in p}
-        terms = {f"ce_{f}": ce(v.float(), self.targets(batch, f)) for f, v in out.items() if f not in paired}
+        terms = {f"ce_{f}": ce(v.float(), self.targets(batch, f)) for f, v in out.items() if f not in self.paired}
         for (lo, hi), head, logits in zip(self.pairs, self.pair_heads, pair_logits):
             terms[f"ce_{lo}_{hi}"] = ce(logits, head.index(self.targets(batch, lo), self.targets(batch, hi)))
         return terms
 
     def loss_weights(self):
-        paired = {f for p in self.pairs for f in p}
-        return {**{f"ce_{f}": 1.0 for f in self.families if f not in paired},
+        return {**{f"ce_{f}": 1.0 for f in self.families if f not in self.paired},
                 **{f"ce_{lo}_{hi}": 1.0 for lo, hi in self.pairs}}
 
     def configure_optimizers(self, train_cfg):
