@@ -61,8 +61,10 @@ def cmd_data(args):
 
 def cmd_train(args):
     from benchmark.api import train
+    from benchmark.config import parse_overrides
     cfg = _config(args)
-    summary = train(cfg, resume=args.resume, tracking_uri=args.tracking_uri)
+    summary = train(cfg, resume=args.resume, tracking_uri=args.tracking_uri,
+                    extra_tags=parse_overrides(args.tag) if args.tag else None)
     print(json.dumps(summary, indent=2))
 
 
@@ -156,6 +158,8 @@ def main(argv=None):
     p.add_argument("-o", "--override", action="append", metavar="KEY=VALUE", help="e.g. -o loss.lambda_scc=100")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", default=None, help="checkpoint to continue from")
+    p.add_argument("--tag", action="append", metavar="KEY=VALUE",
+                   help="MLflow tag of the run, e.g. --tag study=likelihoods (select runs by it in `curves`)")
     p.add_argument("--device", default=None, help="auto | cpu | cuda[:N]")
     p.add_argument("--precision", default=None, choices=["auto", "bf16", "fp32"])
     p.add_argument("--tracking-uri", default=None, help="MLflow store (default sqlite:///mlruns.db or $MLFLOW_TRACKING_URI)")

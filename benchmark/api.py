@@ -50,13 +50,18 @@ def train(cfg: RunConfig, resume: str | None = None, tracking_uri: str | None = 
     with the trainer after every epoch (sweeps report and prune there)."""
     tracking.health_check(tracking.resolve_uri(tracking_uri))  # before any data or model work
     dataset = load_dataset(cfg.data.name, cfg.train.split, cfg.profile, cfg.data.data_dir)
+    evaluator = None
+    if cfg.train.eval_every > 0:  # learning curves: the val split and its judge, before the model is seeded
+        from benchmark.validation import make_validator
+        evaluator = make_validator(cfg, tracking_uri=tracking_uri, progress=progress)
     seed_everything(cfg.seed)
     model = build_model(cfg, dataset.info)
     name = f"{cfg.model.name}-{cfg.data.name}-{cfg.profile}-s{cfg.seed}"
     with tracking.start_run(name, uri=tracking_uri, parent_run_id=parent_run_id, run_id=run_id,
                             tags={"model": cfg.model.name}) as run:
         ckpt_dir = Path(ckpt_root) / run.run_id
-        trainer = Trainer(model, dataset, cfg, tracker=run, ckpt_dir=ckpt_dir, progress=progress, hooks=hooks)
+        trainer = Trainer(model, dataset, cfg, tracker=run, ckpt_dir=ckpt_dir, progress=progress, hooks=hooks,
+                          evaluator=evaluator)
         run.set_tags(run_tags(cfg, dataset, trainer.device) | {"precision": trainer.precision,
                                                                "checkpoint_dir": str(ckpt_dir), "kind": "train",
                                                                "fingerprint": run_fingerprint(cfg, dataset.fingerprint)}
@@ -77,7 +82,9 @@ def train(cfg: RunConfig, resume: str | None = None, tracking_uri: str | None = 
         final = state.history[-1][1] if state.history else {}
         summary = {"run_id": run.run_id, "checkpoint": str(ckpt), "steps": state.step, "wall_time_s": trainer.wall_time,
                    "sequences_per_s": state.step * cfg.train.batch_size / max(trainer.wall_time, 1e-9),
-                   "final_terms": final, "precision": trainer.precision, "device": str(trainer.device)}
+                   "final_terms": final, "precision": trainer.precision, "device": str(trainer.device),
+                   "train_time_s": state.train_time_s,
+                   "final_val": state.val_history[-1][1] if state.val_history else {}}
         run.log_metrics({"wall_time_s": trainer.wall_time, "train_sequences_per_s": summary["sequences_per_s"]},
                         state.step)
         run.log_text(json.dumps(summary, indent=2), "summary.json")

@@ -31,8 +31,9 @@ class LossConfig:
     lambda_sv: float = 1.0       # baseline-sv: weight of the supervised heads
     alpha_disc: float = 10.0     # FHVAE: weight α of the discriminative term log p(i | z2)
     scc_margin: float = 1.0
-    recon: str = "gaussian"      # gaussian (fixed σ) | bce
-    recon_sigma: float = 1.0
+    recon: str = "gaussian"      # gaussian (fixed σ) | gaussian-learned | gaussian-optimal | bce (models/losses.py)
+    recon_sigma: float = 1.0     # σ of recon=gaussian
+    mi_reduce: str = "sum"       # MWS MI over time steps: sum (Eq. 7) | mean (C-DSVAE)
     dfp_topk: int = 1
 
 
@@ -57,6 +58,7 @@ class TrainConfig:
     device: str = "auto"
     log_every: int = 10
     checkpoint_every: int = 500   # steps; 0: only at the end
+    eval_every: int = 0           # steps between val scores (learning curves, `val/...`); 0: off
     split: str = "train"          # tables: train; sweeps: train minus val (see ARCHITECTURE.md)
 
 

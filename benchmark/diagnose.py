@@ -18,10 +18,13 @@ from benchmark import tracking
 @torch.no_grad()
 def reconstruction_report(model, judge, dataset, n: int = 256) -> dict[str, float]:
     """Judge accuracy (%) per label family on real sequences and on their posterior-mean reconstructions,
-    reconstruction MSE, and the across-sequence std of the posterior means of z_f and z_{1:T}."""
+    reconstruction MSE, and the across-sequence std of the posterior means of z_f and z_{1:T}; on the
+    fixed subset of n sequences that the protocol scores (`protocol_subset`)."""
+    from benchmark.api import protocol_subset
     model.eval()
     dev = next(model.parameters()).device
-    b = {k: v.to(dev) for k, v in dataset.batch(torch.arange(min(n, len(dataset)))).items()}
+    # the protocol's own fixed subset, so both read the same sequences
+    b = {k: v.to(dev) for k, v in dataset.batch(protocol_subset(len(dataset), n)).items()}
     post = model.encode(b["x"], sample=False)
     rec = model.decode(post.zf_mean, post.zt_mean)
     out = {"recon_mse": float((rec - b["x"]).pow(2).mean()),

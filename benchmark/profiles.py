@@ -19,8 +19,9 @@ class Profile:
     judge: dict = field(default_factory=dict)  # judge training settings
     train_per_dataset: dict = field(default_factory=dict)  # dataset -> train settings that differ (epochs)
     # evaluation: max_sequences caps the fix/resample protocol to a fixed random subset of the
-    # test split (the same sequences for every model); None = the whole split
-    eval: dict = field(default_factory=lambda: {"max_sequences": None})
+    # test split (the same sequences for every model); None = the whole split. val_sequences and
+    # val_passes: the same for the learning curves on the val split (`train.eval_every`)
+    eval: dict = field(default_factory=lambda: {"max_sequences": None, "val_sequences": 256, "val_passes": 1})
 
     def train_for(self, name: str) -> dict:
         return {**self.train, **self.train_per_dataset.get(name, {})}
@@ -68,7 +69,7 @@ PROFILES = {
                            "speech": dict(epochs=10)},
         # 2 sides x 3 passes over sprites' 2,664 test sequences took 319 s per run; 256 sequences
         # keep the per-pass standard error of an accuracy near 3 points (faces' test split is smaller)
-        eval=dict(max_sequences=256),
+        eval=dict(max_sequences=256, val_sequences=256, val_passes=1),
     ),
     "paper": Profile(
         "paper", "the seed's settings (appendix D) for a GPU",

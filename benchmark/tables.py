@@ -20,7 +20,7 @@ from benchmark.trainer import cpu_has_bf16_units
 from experiments import TableSpec, tables
 
 PAPER_CSV = Path(__file__).resolve().parent.parent / "experiments" / "paper_tables.csv"
-PERCENT = ("acc", "acc_action", "acc_static", "eer_z_f", "eer_z_t")
+PERCENT = ("acc", "acc_action", "acc_static", "acc_all_static", "acc_all", "eer_z_f", "eer_z_t")
 
 
 def get_table(number: int) -> TableSpec:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,6 +87,8 @@ class TrainState:
     epoch: int = 0
     batch_in_epoch: int = 0
     history: list = field(default_factory=list)  # (step, terms) every log_every steps, for summaries
+    val_history: list = field(default_factory=list)  # (step, val metrics) every eval_every steps
+    train_time_s: float = 0.0  # training time so far, without evaluations (continues across resumes)
 
 
 def weighted_total(terms: dict, weights: dict) -> torch.Tensor:
@@ -104,7 +107,9 @@ def check_finite(terms: dict, total: torch.Tensor, step: int) -> None:
 
 class Trainer:
     def __init__(self, model, dataset, cfg, tracker=None, ckpt_dir: str | Path = "checkpoints",
-                 hooks: list[Callable] | None = None, progress: bool = True):
+                 hooks: list[Callable] | None = None, progress: bool = True, evaluator: Callable | None = None):
+        """`hooks(trainer)` run after every epoch; `evaluator(model) -> {name: value}` every
+        `train.eval_every` steps and at the end, logged as `val/<name>` (the learning curves)."""
         self.cfg, self.tc = cfg, cfg.train
         self.device = select_device(self.tc.device)
         self.precision = resolve_precision(self.tc.precision, self.device)
@@ -118,7 +123,7 @@ class Trainer:
         self.step_fn = torch.compile(self._step) if self.tc.compile else self._step
         self.batches = Batches(dataset, self.tc.batch_size, cfg.seed, self.device)
         self.weights = self.model.loss_weights()
-        self.tracker, self.hooks, self.progress = tracker, hooks or [], progress
+        self.tracker, self.hooks, self.progress, self.evaluator = tracker, hooks or [], progress, evaluator
         self.ckpt_dir = Path(ckpt_dir)
         self.state = TrainState()
 
@@ -204,7 +209,7 @@ class Trainer:
         st, tc = self.state, self.tc
         bar = tqdm(total=self.total_steps, initial=st.step, disable=not self.progress, unit="step",
                    desc=f"{self.cfg.model.name}/{self.cfg.data.name}", dynamic_ncols=True)
-        t0 = time.perf_counter()
+        t0 = tick = time.perf_counter()
         while st.step < self.total_steps:
             for batch in self.batches.epoch(st.epoch, st.batch_in_epoch):
                 self._set_lr()
@@ -218,6 +223,11 @@ class Trainer:
                         self.tracker.log_metrics(vals, st.step)
                     bar.set_postfix({k: f"{v:.3g}" for k, v in vals.items()}, refresh=False)
                 bar.update(1)
+                now = time.perf_counter()
+                st.train_time_s, tick = st.train_time_s + now - tick, now
+                if self.evaluator and tc.eval_every and (st.step % tc.eval_every == 0 or st.step == self.total_steps):
+                    self.validate()
+                    tick = time.perf_counter()  # evaluation is not training time
                 if tc.checkpoint_every and st.step % tc.checkpoint_every == 0:
                     self.save_checkpoint()
                 if st.step >= self.total_steps:
@@ -225,11 +235,29 @@ class Trainer:
             if st.batch_in_epoch >= self.batches.per_epoch:
                 st.epoch += 1
                 st.batch_in_epoch = 0
-                for hook in self.hooks:
-                    hook(self)
+                self._run_hooks()
             elif st.step >= self.total_steps:  # max_steps ended training mid-epoch: hooks see the end too
-                for hook in self.hooks:
-                    hook(self)
+                self._run_hooks()
+            tick = time.perf_counter()  # hooks (sweeps score there) are not training time
         bar.close()
         self.wall_time = time.perf_counter() - t0
         return st
+
+    def _run_hooks(self):
+        for hook in self.hooks:
+            hook(self)
+
+    def validate(self) -> dict[str, float]:
+        """Score the model now (`evaluator`) and log it as `val/...` at this step, with the training time
+        so far (evaluations excluded): curves against steps and against time."""
+        st = self.state
+        vals = {**self.evaluator(self.model), "train_time_s": st.train_time_s}
+        st.val_history.append((st.step, vals))
+        if self.tracker:
+            self.tracker.log_metrics({f"val/{k}": v for k, v in vals.items()}, st.step)
+            self.tracker.flush()
+        if self.progress:
+            shown = {k: v for k, v in vals.items() if k in ("acc", "recon_mse", "eer_z_f", "eer_z_t")
+                     or k.startswith("recon_acc_")}
+            tqdm.write(f"[val step {st.step}] " + ", ".join(f"{k} {v:.4g}" for k, v in shown.items()), file=sys.stderr)
+        return vals

@@ -158,6 +158,21 @@ class MLPFrameDecoder(nn.Module):
         return self.net(z)[:, None, :]
 
 
+def recon_log_sigma(info, loss_cfg):
+    """The trained log σ of `loss.recon=gaussian-learned` (one per image channel, or per feature bin for
+    audio; initialised at σ = 1), None for the other likelihoods. Refuses bce on audio features,
+    which are standardised log-mels, not probabilities."""
+    from models.losses import RECON_KINDS
+    if loss_cfg.recon not in RECON_KINDS:
+        raise ValueError(f"loss.recon={loss_cfg.recon!r}: expected one of {', '.join(RECON_KINDS)}")
+    if loss_cfg.recon == "bce" and info.kind == "audio":
+        raise ValueError(f"loss.recon=bce: dataset {info.name!r} has real-valued features, not values in [0, 1]; "
+                         "use a Gaussian likelihood")
+    if loss_cfg.recon != "gaussian-learned":
+        return None
+    return nn.Parameter(torch.zeros((info.channels, 1, 1) if info.kind == "video" else (info.size,)))
+
+
 def frame_networks(info, feat_dim: int, latent_dim: int, width: float):
     """(encoder, decoder) for a dataset: convs for video, MLPs for audio features."""
     if info.kind == "audio":

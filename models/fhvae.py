@@ -6,7 +6,9 @@ z1 ~ N(0, I). Inference: q(z2 | x) from a 2-layer LSTM over the frames, q(z1 | x
 2-layer LSTM over [frames, z2]; decoder: a 2-layer LSTM fed [z1, z2] at every frame. The
 discriminative objective α·log p(i | z2) (softmax over the table) keeps z2 utterance-specific.
 For Table 3, z_f = z2 (posterior mean) and z_{1:T} = z1 repeated over the frames.
-Our choice: the frame likelihood is the harness's fixed-σ Gaussian (as for every model here).
+The frame likelihood is the harness's `loss.recon` (the same choice for every model here).
+As ScalableFHVAE does: −log p(μ2_i) is shared out over the utterance's segments (each segment's
+objective carries 1/n_i of it), and log p(i | z2) is scored on the posterior mean of z2.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import torch
 from torch import nn
 
 from models import losses
-from models.base import GaussianHead, Latents, SequentialModel, reparameterize
+from models.base import GaussianHead, Latents, SequentialModel, recon_log_sigma, reparameterize
 
 Z2_PRIOR_STD = 0.5  # p(z2 | μ2) = N(μ2, 0.5² I)
 
@@ -41,6 +43,7 @@ class FHVAE(SequentialModel):
         self.dec_out = nn.Linear(h, info.size)
         self.mu2 = nn.Embedding(info.num_sequences, c.d_zf)
         nn.init.normal_(self.mu2.weight)
+        self.log_sigma = recon_log_sigma(info, loss_cfg)
         self.weights = {"recon": 1.0, "kl_z1": 1.0, "kl_z2": 1.0, "log_pmu2": 1.0, "disc": loss_cfg.alpha_disc}
 
     def loss_weights(self):
@@ -71,18 +74,23 @@ class FHVAE(SequentialModel):
 
     def loss_terms(self, batch):
         x, ids = batch["x"], batch["utterance"]
+        if "segments" not in batch:
+            raise ValueError(f"fhvae needs the number of segments of each utterance (batch column 'segments') "
+                             f"from dataset {self.info.name!r}")
         post = self.encode(x)
         out = self.decode(post.zf, post.zt)
         mu2 = self.mu2(ids)
         logvar_p2 = torch.full_like(mu2, 2 * math.log(Z2_PRIOR_STD))
-        # log p(i | z2) over the whole table: the discriminative term
+        # log p(i | z2) over the whole table, on the posterior mean of z2: the discriminative term
         table = self.mu2.weight
-        logits = -0.5 * (post.zf[:, None].float() - table[None]).pow(2).sum(-1) / Z2_PRIOR_STD**2
+        logits = -0.5 * (post.zf_mean[:, None].float() - table[None]).pow(2).sum(-1) / Z2_PRIOR_STD**2
+        lc = self.loss_cfg
         return {
-            "recon": losses.reconstruction(out, x, "gaussian", self.loss_cfg.recon_sigma, squash=False),
+            "recon": losses.reconstruction(out, x, lc.recon, lc.recon_sigma, squash=False, log_sigma=self.log_sigma),
+            "mse": (out.detach().float() - x).pow(2).mean(),
             "kl_z1": losses.kl_static(post.zt_mean[:, 0], post.zt_logvar[:, 0]),
             "kl_z2": losses.gaussian_kl(post.zf_mean, post.zf_logvar, mu2, logvar_p2).sum(-1).mean(),
-            # −log p(μ2_i) shared out over the utterance's segments (Hsu et al. Eq. 5)
-            "log_pmu2": 0.5 * mu2.pow(2).sum(-1).mean() / self.info.frames,
+            # −log N(μ2_i; 0, I), shared out over the utterance's n_i segments (Hsu et al. Eq. 5)
+            "log_pmu2": (0.5 * (mu2.pow(2) + losses.LOG_2PI).sum(-1) / batch["segments"].float()).mean(),
             "disc": nn.functional.cross_entropy(logits, ids),
         }

@@ -26,18 +26,45 @@ def kl_dynamic(mean_q, logvar_q, mean_p, logvar_p):
     return gaussian_kl(mean_q, logvar_q, mean_p, logvar_p).sum((-1, -2)).mean()
 
 
-def reconstruction(logits, x, kind: str = "gaussian", sigma: float = 1.0, squash: bool = True):
-    """−log p(x|z) summed over pixels and frames, mean over the batch (constants dropped).
+# −log p(x|z) per element, each a pure function of (decoder output, data, log σ or None); the
+# decoder output is the mean for the Gaussians (after a sigmoid for images) and logits for bce
+def _gaussian_nll(mean, x, log_sigma):
+    """Full Gaussian negative log-likelihood per element, constants included."""
+    return 0.5 * ((x - mean) * torch.exp(-log_sigma)).pow(2) + log_sigma + 0.5 * LOG_2PI
 
-    gaussian: the decoder output is the mean (through a sigmoid for images, `squash`),
-    σ fixed: ½‖x − x̂‖²/σ². bce: Bernoulli likelihood on the logits (images only)."""
+
+RECON_KINDS = ("gaussian", "gaussian-learned", "gaussian-optimal", "bce")
+MIN_LOG_SIGMA = math.log(1e-3)  # σ floor of the learned/optimal likelihoods: a perfect pixel is not worth ∞
+
+
+def reconstruction(out, x, kind: str = "gaussian", sigma: float = 1.0, squash: bool = True, log_sigma=None):
+    """−log p(x|z) summed over pixels (or bins) and frames, mean over the batch, constants included
+    (so the value of every likelihood is a negative log-density of the same data and they compare).
+
+    gaussian: N(x̂, σ²) with σ fixed (`loss.recon_sigma`).
+    gaussian-learned: σ = exp(log_sigma), a trained parameter broadcast over x (e.g. one per channel).
+    gaussian-optimal: σ² = the batch's mean squared error, detached: the maximum-likelihood σ of the
+        current decoder (Rybkin et al. 2021, "calibrated decoders"), so no scale is chosen by hand.
+    bce: Bernoulli on the logits (images in [0, 1]).
+    x̂ = sigmoid(out) for images (`squash`), out itself for features."""
     dims = tuple(range(1, x.dim()))
-    if kind == "gaussian":
-        mean = torch.sigmoid(logits) if squash else logits
-        return (0.5 / sigma**2) * (mean.float() - x).pow(2).sum(dims).mean()
+    out = out.float()
     if kind == "bce":
-        return F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(dims).mean()
-    raise ValueError(f"loss.recon={kind!r}: expected 'gaussian' or 'bce'")
+        return F.binary_cross_entropy_with_logits(out, x, reduction="none").sum(dims).mean()
+    mean = torch.sigmoid(out) if squash else out
+    if kind == "gaussian":
+        if not sigma > 0:
+            raise ValueError(f"loss.recon_sigma={sigma}: expected a positive standard deviation")
+        log_s = torch.tensor(math.log(sigma), device=x.device)
+    elif kind == "gaussian-learned":
+        if log_sigma is None:
+            raise ValueError("loss.recon=gaussian-learned: the model has no learned log σ parameter")
+        log_s = log_sigma.float().clamp(min=MIN_LOG_SIGMA)
+    elif kind == "gaussian-optimal":
+        log_s = 0.5 * (mean.detach() - x).pow(2).mean().clamp(min=math.exp(2 * MIN_LOG_SIGMA)).log()
+    else:
+        raise ValueError(f"loss.recon={kind!r}: expected one of {', '.join(RECON_KINDS)}")
+    return _gaussian_nll(mean, x, log_s).sum(dims).mean()
 
 
 def triplet(anchor, positive, negative, margin: float = 1.0):
@@ -70,14 +97,22 @@ def log_density_matrix(z, mean, logvar):
     return (-0.5 * (LOG_2PI + logvar + (z - mean).pow(2) * torch.exp(-logvar))).sum(-1)
 
 
-def mws_mutual_information(zf, zf_mean, zf_logvar, zt, zt_mean, zt_logvar):
-    """Eq. 7 with the minibatch-weighted-sampling entropies of Eq. 8, summed over time.
+MI_REDUCTIONS = ("sum", "mean")
+
+
+def mws_mutual_information(zf, zf_mean, zf_logvar, zt, zt_mean, zt_logvar, reduce: str = "sum"):
+    """Eq. 7 with the minibatch-weighted-sampling entropies of Eq. 8, summed (the seed) or averaged
+    (C-DSVAE) over time (`reduce`).
 
     zf*: [M, d_f]; zt*: [M, T, d_t]. One logsumexp over [T, M, M]; no loop over t.
     Eq. 8's −log(NM) appears once in each of the three entropies, so Eq. 7 keeps a
     constant log N (no gradient) per step; we drop it so that the value reads as
     an MI (≈ 0 for independent latents): MI_t = E[lse(f+t) − lse(f) − lse(t)] + log M.
+    The estimate of each step is at most log M (`mi_ceiling`), reached whenever both posteriors
+    are sharp, whether or not the latents depend on each other.
     """
+    if reduce not in MI_REDUCTIONS:
+        raise ValueError(f"loss.mi_reduce={reduce!r}: expected one of {', '.join(MI_REDUCTIONS)}")
     m = zf.shape[0]
     lf = log_density_matrix(zf.float(), zf_mean.float(), zf_logvar.float())  # [M, M]
     lt = log_density_matrix(zt.transpose(0, 1).float(), zt_mean.transpose(0, 1).float(),
@@ -86,4 +121,9 @@ def mws_mutual_information(zf, zf_mean, zf_logvar, zt, zt_mean, zt_logvar):
     log_qt = torch.logsumexp(lt, -1)                # [T, M]
     log_qft = torch.logsumexp(lf.unsqueeze(0) + lt, -1)  # [T, M]
     mi_t = (log_qft - log_qf.unsqueeze(0) - log_qt).mean(-1) + math.log(m)
-    return mi_t.sum()
+    return mi_t.sum() if reduce == "sum" else mi_t.mean()
+
+
+def mi_ceiling(batch: int, steps: int, reduce: str = "sum") -> float:
+    """The largest value `mws_mutual_information` can take: log M per step, summed or averaged over T."""
+    return math.log(batch) * (steps if reduce == "sum" else 1)

@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from models import losses
-from models.base import GaussianHead, Latents, LSTMPrior, SequentialModel, frame_networks, reparameterize
+from models.base import (GaussianHead, Latents, LSTMPrior, SequentialModel, frame_networks, recon_log_sigma,
+                         reparameterize)
 
 
 class S3VAE(SequentialModel):
@@ -27,6 +28,7 @@ class S3VAE(SequentialModel):
         self.lstm_t = nn.LSTM(c.hidden, c.hidden, batch_first=True)
         self.zt_head = GaussianHead(c.hidden, c.d_zt)
         self.prior = LSTMPrior(c.d_zt, c.hidden)
+        self.log_sigma = recon_log_sigma(info, loss_cfg)
         self.weights = {"recon": 1.0, "kl_f": 1.0, "kl_t": 1.0, "scc": loss_cfg.lambda_scc,
                         "dfp": loss_cfg.lambda_dfp, "mi": loss_cfg.lambda_mi}
         if not info.dfp:  # a dataset without a self-supervision signal has no DFP term
@@ -91,8 +93,11 @@ class S3VAE(SequentialModel):
         post = self._posteriors(feats)
         logits = self._decode_logits(post.zf, post.zt)
         prior_mean, prior_logvar = self.prior(post.zt)
+        video = self.info.kind == "video"
         terms = {
-            "recon": losses.reconstruction(logits, x, lc.recon, lc.recon_sigma, squash=self.info.kind == "video"),
+            "recon": losses.reconstruction(logits, x, lc.recon, lc.recon_sigma, squash=video, log_sigma=self.log_sigma),
+            # per-element squared error: the same yardstick whatever the likelihood (diagnostic)
+            "mse": ((torch.sigmoid(logits.float()) if video else logits.float()) - x).detach().pow(2).mean(),
             "kl_f": losses.kl_static(post.zf_mean, post.zf_logvar),
             "kl_t": losses.kl_dynamic(post.zt_mean, post.zt_logvar, prior_mean, prior_logvar),
         }
@@ -102,7 +107,9 @@ class S3VAE(SequentialModel):
             terms["scc"] = self._scc(feats, post.zf_mean)
         with torch.set_grad_enabled(torch.is_grad_enabled() and w["mi"] > 0):
             terms["mi"] = losses.mws_mutual_information(post.zf, post.zf_mean, post.zf_logvar,
-                                                        post.zt, post.zt_mean, post.zt_logvar)
+                                                        post.zt, post.zt_mean, post.zt_logvar, lc.mi_reduce)
+        # the estimator's largest value (log M per step): an MI term near it is saturated
+        terms["mi_ceiling"] = torch.tensor(losses.mi_ceiling(x.shape[0], x.shape[1], lc.mi_reduce))
         if w.get("dfp", 0) > 0:
             pred = self.dfp_head(post.zt)
             terms["dfp"] = losses.dfp_loss(pred, batch["dfp"], self.info.dfp["kind"], lc.dfp_topk)

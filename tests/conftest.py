@@ -40,4 +40,5 @@ def tiny_batch(info, n=6):
     dfp = (torch.randint(0, 16, (n, info.frames, 3)) if info.dfp["kind"] == "patch"
            else torch.randint(0, 2, (n, info.frames)))
     return {"x": torch.rand(shape), "dfp": dfp, "static": torch.stack([torch.randint(0, 3, (n,)), torch.randint(0, 2, (n,))], 1),
-            "dynamic": torch.randint(0, 4, (n, 1)), "utterance": torch.arange(n) % 10}
+            "dynamic": torch.randint(0, 4, (n, 1)), "utterance": torch.arange(n) % 10,
+            "segments": torch.full((n,), 3)}

@@ -32,13 +32,67 @@ def test_triplet_hand_computation():
     assert losses.triplet(a, p, n, margin=1.0).item() == pytest.approx(2.5, abs=1e-5)
 
 
-def test_reconstruction_gaussian_is_half_squared_error():
-    x = torch.full((2, 3, 1, 2, 2), 0.25)
-    logits = torch.zeros_like(x)  # sigmoid -> 0.5, error 0.25 per pixel, 12 pixels per sequence
-    assert losses.reconstruction(logits, x).item() == pytest.approx(0.5 * 12 * 0.0625)
-    assert losses.reconstruction(logits, x, sigma=0.5).item() == pytest.approx(4 * 0.5 * 12 * 0.0625)
+def _nll(dist, x):
+    return -dist.log_prob(x).sum(tuple(range(1, x.dim()))).mean()
+
+
+def test_reconstruction_gaussian_fixed_sigma_equals_normal_log_prob():
+    torch.manual_seed(0)
+    x, logits = torch.rand(2, 3, 1, 4, 4), torch.randn(2, 3, 1, 4, 4)
+    for sigma in (1.0, 0.1):
+        ref = _nll(Normal(torch.sigmoid(logits), sigma), x)
+        assert losses.reconstruction(logits, x, "gaussian", sigma).item() == pytest.approx(ref.item(), rel=1e-5)
+    feats = torch.randn(2, 3, 8)  # audio: the decoder output is the mean itself
+    out = torch.randn(2, 3, 8)
+    assert losses.reconstruction(out, feats, squash=False).item() == pytest.approx(_nll(Normal(out, 1.0), feats).item(),
+                                                                                 rel=1e-5)
+    # σ = 1 is ½ squared error plus the constant ½ log 2π per element (12 per sequence here)
+    flat = torch.full((2, 3, 1, 2, 2), 0.25)
+    assert losses.reconstruction(torch.zeros_like(flat), flat).item() == pytest.approx(
+        12 * (0.5 * 0.0625 + 0.5 * math.log(2 * math.pi)), rel=1e-6)
     with pytest.raises(ValueError, match="loss.recon"):
         losses.reconstruction(logits, x, "l1")
+    with pytest.raises(ValueError, match="recon_sigma"):
+        losses.reconstruction(logits, x, "gaussian", 0.0)
+
+
+def test_reconstruction_learned_sigma_per_channel_equals_normal_log_prob():
+    torch.manual_seed(1)
+    x, logits = torch.rand(2, 3, 3, 4, 4), torch.randn(2, 3, 3, 4, 4)
+    log_sigma = torch.tensor([-1.0, 0.0, 0.5]).view(3, 1, 1).requires_grad_()
+    ref = _nll(Normal(torch.sigmoid(logits), log_sigma.exp()), x)
+    got = losses.reconstruction(logits, x, "gaussian-learned", log_sigma=log_sigma)
+    assert got.item() == pytest.approx(ref.item(), rel=1e-5)
+    got.backward()
+    assert log_sigma.grad is not None and log_sigma.grad.abs().sum() > 0  # σ is trained
+    with pytest.raises(ValueError, match="log σ"):
+        losses.reconstruction(logits, x, "gaussian-learned")
+
+
+def test_reconstruction_optimal_sigma_is_the_batch_rmse_and_carries_no_gradient_to_sigma():
+    torch.manual_seed(2)
+    x = torch.rand(4, 2, 1, 3, 3)
+    logits = torch.randn(4, 2, 1, 3, 3, requires_grad=True)
+    mean = torch.sigmoid(logits)
+    sigma = (mean - x).pow(2).mean().sqrt()
+    ref = _nll(Normal(mean, sigma), x)
+    got = losses.reconstruction(logits, x, "gaussian-optimal")
+    assert got.item() == pytest.approx(ref.item(), rel=1e-5)
+    # at the optimum σ² = MSE the squared-error part is exactly ½ per element
+    d = x[0].numel()
+    assert got.item() == pytest.approx(d * (0.5 + 0.5 * math.log(2 * math.pi * sigma.item() ** 2)), rel=1e-5)
+    # σ is detached: the gradient is the fixed-σ Gaussian's at that σ
+    g = torch.autograd.grad(got, logits)[0]
+    g_ref = torch.autograd.grad(_nll(Normal(torch.sigmoid(logits), sigma.detach()), x), logits)[0]
+    assert torch.allclose(g, g_ref, atol=1e-6)
+
+
+def test_reconstruction_bce_equals_bernoulli_log_prob():
+    torch.manual_seed(3)
+    x = torch.randint(0, 2, (2, 3, 1, 4, 4)).float()
+    logits = torch.randn(2, 3, 1, 4, 4)
+    ref = _nll(torch.distributions.Bernoulli(logits=logits), x)
+    assert losses.reconstruction(logits, x, "bce").item() == pytest.approx(ref.item(), rel=1e-5)
 
 
 def test_patch_targets_spread_over_topk():
@@ -91,3 +145,34 @@ def test_upsample_conv_equals_upsample_then_conv():
         assert torch.allclose(a, b, atol=1e-4)
     x_cl = x.detach().contiguous(memory_format=torch.channels_last)
     assert torch.allclose(layer.to(memory_format=torch.channels_last)(x_cl), ref, atol=1e-5)
+
+
+def test_mws_mi_sum_vs_mean_over_time():
+    torch.manual_seed(0)
+    m, t, d = 64, 5, 2
+    zf_mean, zt_mean = torch.randn(m, d), torch.randn(m, t, d)
+    lv_f, lv_t = torch.full((m, d), -1.0), torch.full((m, t, d), -1.0)
+    zf, zt = zf_mean + 0.6 * torch.randn_like(zf_mean), zt_mean + 0.6 * torch.randn_like(zt_mean)
+    total = losses.mws_mutual_information(zf, zf_mean, lv_f, zt, zt_mean, lv_t, "sum")
+    mean = losses.mws_mutual_information(zf, zf_mean, lv_f, zt, zt_mean, lv_t, "mean")
+    assert total.item() == pytest.approx(t * mean.item(), rel=1e-5)
+    # each step's estimate alone (T = 1) is the mean's summand
+    per_step = [losses.mws_mutual_information(zf, zf_mean, lv_f, zt[:, i:i + 1], zt_mean[:, i:i + 1],
+                                              lv_t[:, i:i + 1]).item() for i in range(t)]
+    assert mean.item() == pytest.approx(sum(per_step) / t, rel=1e-5)
+    with pytest.raises(ValueError, match="mi_reduce"):
+        losses.mws_mutual_information(zf, zf_mean, lv_f, zt, zt_mean, lv_t, "max")
+
+
+def test_mws_mi_reaches_its_ceiling_for_sharp_independent_latents():
+    """Sharp posteriors saturate the MWS estimate at log M per step, though z_f and z_t are independent."""
+    torch.manual_seed(0)
+    m, t, d = 16, 8, 4
+    zf_mean, zt_mean = torch.randn(m, d), torch.randn(m, t, d)  # independent draws
+    lv_f, lv_t = torch.full((m, d), -16.0), torch.full((m, t, d), -16.0)  # σ ≈ 3e-4
+    est = losses.mws_mutual_information(zf_mean, zf_mean, lv_f, zt_mean, zt_mean, lv_t, "sum").item()
+    assert est == pytest.approx(losses.mi_ceiling(m, t, "sum"), rel=1e-4)
+    assert losses.mi_ceiling(m, t, "sum") == pytest.approx(t * math.log(16))  # 22.2 nats at T = 8, M = 16
+    assert losses.mi_ceiling(m, t, "mean") == pytest.approx(math.log(16))
+    est_mean = losses.mws_mutual_information(zf_mean, zf_mean, lv_f, zt_mean, zt_mean, lv_t, "mean").item()
+    assert est_mean == pytest.approx(math.log(m), rel=1e-4)

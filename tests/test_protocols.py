@@ -164,3 +164,30 @@ def test_speaker_verification_eer():
     eer = speaker_verification(SpeakerToy(), x, utterance, speaker)
     assert eer["eer_z_f"] < 1.0
     assert 35 < eer["eer_z_t"] < 65
+
+
+def test_side_per_attribute_and_all_hit_accuracy_known_answer():
+    """4 sequences, 2 families: family a right on 3, family b right on 2, both right on 1."""
+    from metrics.protocols import side_metrics
+    eye = torch.eye(3)
+    gen = {"a": eye[[0, 1, 2, 0]], "b": eye[[0, 0, 2, 2]]}
+    targets = [torch.tensor([0, 1, 2, 2]), torch.tensor([1, 0, 0, 2])]
+    # a: hits at 0,1,2 -> 75 %; b: hits at 1,3 -> 50 %; both: only index 1 -> 25 %
+    both = side_metrics(gen, gen, targets, Side("s", "static", ("a", "b"), ("a",)))
+    mean = side_metrics(gen, gen, targets, Side("s", "static", ("a", "b"), ("a",), hit="mean"))
+    assert both["acc"] == pytest.approx(25.0) and mean["acc"] == pytest.approx(62.5)
+    for m in (both, mean):
+        assert m["acc_all"] == pytest.approx(25.0)
+        assert m["acc_a"] == pytest.approx(75.0) and m["acc_b"] == pytest.approx(50.0)
+    one = side_metrics(gen, gen, targets[:1], Side("s", "static", ("a",), ("a",)))
+    assert one["acc"] == pytest.approx(75.0) and "acc_all" not in one
+    with pytest.raises(ValueError, match="hit"):
+        side_metrics(gen, gen, targets, Side("s", "static", ("a", "b"), ("a",), hit="any"))
+
+
+def test_sprites_row_value_uses_the_per_attribute_static_side():
+    """Sprites' Acc is the mean of the action side and the per-attribute static side; acc_all uses the
+    all-four hit (PROTOCOLS.md). Toy sprites model: perfect, so every variant is 100."""
+    (static_side,) = [s for s in PROTOCOLS["sprites"] if s.keep == "static"]
+    assert static_side.hit == "mean" and set(static_side.judged) == {"skin", "top", "pants", "hair"}
+    assert all(s.hit == "all" for s in PROTOCOLS["smmnist"])

@@ -121,6 +121,34 @@ def test_train_is_tracked_in_mlflow(workdir, capsys):
     assert (workdir / summary["checkpoint"]).is_file()
 
 
+def test_eval_every_logs_val_curves_at_the_expected_steps(workdir, capsys):
+    """train.eval_every=3 over 7 steps scores the val split at steps 3, 6 and the last (7)."""
+    assert main(["train", "--profile", "smoke", "-o", "train.max_steps=7", "-o", "train.epochs=5",
+                 "-o", "train.eval_every=3"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    client = mlflow.MlflowClient(resolve_uri())
+    for name in ("val/acc", "val/acc_action", "val/acc_static", "val/acc_all_static", "val/acc_skin_static",
+                 "val/recon_acc_action", "val/recon_acc_hair", "val/recon_mse", "val/zf_std_across",
+                 "val/train_time_s"):
+        hist = client.get_metric_history(summary["run_id"], name)
+        assert [m.step for m in hist] == [3, 6, 7], name
+    times = [m.value for m in client.get_metric_history(summary["run_id"], "val/train_time_s")]
+    assert 0 < times[0] < times[1] < times[2]
+    # the training terms are still logged every step, and the curve of the summary is the last val point
+    assert len(client.get_metric_history(summary["run_id"], "recon")) == 7
+    assert summary["final_val"]["acc"] == client.get_metric_history(summary["run_id"], "val/acc")[-1].value
+
+
+def test_eval_every_does_not_change_training(workdir, capsys):
+    """Scoring draws its own random numbers: the trained weights are the same with and without it."""
+    import torch
+    ckpts = []
+    for every in ("0", "2"):
+        assert main(["train", "--profile", "smoke", "-o", f"train.eval_every={every}"]) == 0
+        ckpts.append(torch.load(json.loads(capsys.readouterr().out)["checkpoint"], weights_only=False)["model"])
+    assert all(torch.equal(ckpts[0][k], ckpts[1][k]) for k in ckpts[0])
+
+
 def test_list_shows_models_and_capabilities(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out

@@ -666,8 +666,10 @@ def build_speech(split: str, data: dict, data_dir: str | None = None) -> Sequenc
         raise ValueError(f"speech: unknown split {split!r}; expected train, val, test or fit")
     idx = np.flatnonzero(rows[split])
     x = arrays["x"]
+    # segments per utterance (FHVAE shares −log p(μ2) out over them); an utterance lies in one split
+    segments = np.bincount(arrays["utterance"])[arrays["utterance"]]
     cols = dict(x=x, static=arrays["speaker"][:, None], dynamic=np.zeros((len(x), 0), np.int64),
-                dfp=arrays["dfp"], utterance=arrays["utterance"])
+                dfp=arrays["dfp"], utterance=arrays["utterance"], segments=segments)
     tensors = {k: torch.from_numpy(np.ascontiguousarray(v[idx])) for k, v in cols.items()}
     info = DatasetInfo(
         name="speech", kind="audio", frames=x.shape[1], channels=1, size=N_MELS,
