@@ -140,6 +140,21 @@ def cmd_claims(args):
     print(f"wrote {write_claims(args.results)}")
 
 
+def cmd_curves(args):
+    from benchmark.curves import filtered_curves, table_curves
+    command = " ".join(["python -m benchmark"] + sys.argv[1:])
+    if (args.table is None) == (args.filter is None):
+        raise ValueError("curves: give exactly one of --table N or --filter \"tags.study = 'NAME'\"")
+    if args.table is not None:
+        files = table_curves(args.table, args.out, args.tracking_uri, command)
+    else:
+        if not args.name:
+            raise ValueError("curves --filter: also give --name (the output files' stem)")
+        files = filtered_curves(args.filter, args.name, args.hue, args.out, args.tracking_uri, command)
+    for f in files:
+        print(f"wrote {f}")
+
+
 def get_profile_name(name):
     from benchmark.profiles import get_profile
     return get_profile(name).name
@@ -214,6 +229,14 @@ def main(argv=None):
     p.add_argument("--results", default="results")
     p.add_argument("--tracking-uri", default=None)
     p.set_defaults(fn=cmd_diagnose)
+    p = sub.add_parser("curves", help="learning curves (val/* metrics vs steps and time) of a table or of any runs")
+    p.add_argument("--table", type=int, default=None, help="the newest finished run of table N")
+    p.add_argument("--filter", default=None, help="MLflow filter over training runs, e.g. \"tags.study = 'lik'\"")
+    p.add_argument("--name", default=None, help="output stem for --filter (results/curves/NAME.png, .csv, .md, .json)")
+    p.add_argument("--hue", default="model", help="one line per value of this tag or param (e.g. loss.recon)")
+    p.add_argument("--out", default="results/curves")
+    p.add_argument("--tracking-uri", default=None)
+    p.set_defaults(fn=cmd_curves)
     p = sub.add_parser("claims", help="test the paper's claims on the committed tables (Welch's t over seeds)")
     p.add_argument("--results", default="results")
     p.set_defaults(fn=cmd_claims)

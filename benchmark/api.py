@@ -243,6 +243,9 @@ def evaluate(run_id: str | None = None, checkpoint: str | None = None, tracking_
     result = {"dataset": cfg.data.name, "model": cfg.model.name, "profile": cfg.profile, "checkpoint": str(path),
               "judge": judge_report, "passes": passes, "seed": seed, "max_sequences": max_sequences}
     result.update(protocol_metrics(model, judge, test, passes, seed, max_sequences))
+    if "encode" in model.capabilities:  # did it learn? the judge on its own reconstructions (the protocol's ceiling)
+        from benchmark.diagnose import reconstruction_report
+        result["metrics"].update(reconstruction_report(model, judge, test, max_sequences))
     result["eval_wall_time_s"] = time.perf_counter() - t0
     run_id = run_id or payload.get("run_id")
     ctx = (tracking.open_run(run_id, tracking_uri) if run_id else None)

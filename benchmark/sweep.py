@@ -114,29 +114,22 @@ def _close_dead_trial_run(study, trial, uri) -> None:
 
 
 class _ValReport:
-    """Trainer hook: after every epoch, the protocol metric on the val split -> trial.report, prune."""
+    """Trainer hook: after every epoch, the val scores of `train.eval_every` (the same Validator, the same
+    `val/...` names) -> the objective metric to trial.report, prune."""
 
-    def __init__(self, trial, judge, val, metric: str, passes: int, seed: int):
-        self.trial, self.judge, self.val, self.metric = trial, judge, val, metric
-        self.passes, self.seed = passes, seed
+    def __init__(self, trial, validator, metric: str):
+        self.trial, self.validator, self.metric = trial, validator, metric
         self.values: list[float] = []
         self.run_id = None
 
     def __call__(self, trainer) -> None:
         import optuna
-
-        from benchmark.api import protocol_metrics
-        model = trainer.model
-        model.eval()
-        metrics = protocol_metrics(model, self.judge, self.val, self.passes, self.seed)["metrics"]
-        model.train()
+        self.run_id = trainer.tracker.run_id
+        metrics = trainer.validate(self.validator)
         if self.metric not in metrics:
-            raise SweepError(f"objective metric {self.metric!r} not produced on {self.val.info.name}/val; "
+            raise SweepError(f"objective metric {self.metric!r} not produced on {self.validator.val.info.name}/val; "
                              f"it gives {sorted(metrics)}")
         value, epoch = float(metrics[self.metric]), trainer.state.epoch
-        self.run_id = trainer.tracker.run_id
-        trainer.tracker.log_metrics({f"val/{k}": v for k, v in metrics.items()}, trainer.state.step)
-        trainer.tracker.flush()
         self.values.append(value)
         self.trial.report(value, epoch)
         if self.trial.should_prune():
@@ -145,12 +138,13 @@ class _ValReport:
 
 class Objective:
     def __init__(self, spec: SweepSpec, space, parent_run_id: str):
-        from benchmark.data import load_dataset
-        from benchmark.judges import get_judge
+        from benchmark.config import resolve_config
+        from benchmark.validation import make_validator
         self.spec, self.space, self.parent = spec, space, parent_run_id
-        self.val = load_dataset(spec.dataset, "val", spec.profile, spec.data_dir)
-        self.judge, _ = get_judge(spec.dataset, spec.profile, spec.data_dir, tracking_uri=spec.tracking_uri,
-                                  progress=spec.progress)
+        cfg = resolve_config(space.model, spec.dataset, spec.profile, spec.seed, {"data.data_dir": spec.data_dir}
+                             if spec.data_dir else {})
+        # the objective is scored on the whole val split with the sweep's passes
+        self.validator = make_validator(cfg, spec.tracking_uri, spec.progress, passes=spec.passes, max_sequences=0)
 
     def __call__(self, trial) -> float:
         import optuna
@@ -160,8 +154,10 @@ class Objective:
         from benchmark.config import resolve_config
         s = self.spec
         params = self.space.suggest(trial)
-        cfg = resolve_config(self.space.model, s.dataset, s.profile, s.seed, {**self.space.fixed, **s.overrides, **params})
-        hook = _ValReport(trial, self.judge, self.val, self.space.metric, s.passes, s.seed)
+        # the hook scores every epoch on the whole val split; a second, step-wise curve would duplicate it
+        cfg = resolve_config(self.space.model, s.dataset, s.profile, s.seed,
+                             {**self.space.fixed, **s.overrides, **params, "train.eval_every": 0})
+        hook = _ValReport(trial, self.validator, self.space.metric)
         tags = {"kind": "trial", "study": s.study, "optuna_trial": trial.number, "optuna_trial_id": trial._trial_id,
                 "space": self.space.name}
         client = MlflowClient(s.tracking_uri)

@@ -247,11 +247,11 @@ class Trainer:
         for hook in self.hooks:
             hook(self)
 
-    def validate(self) -> dict[str, float]:
-        """Score the model now (`evaluator`) and log it as `val/...` at this step, with the training time
-        so far (evaluations excluded): curves against steps and against time."""
+    def validate(self, evaluator: Callable | None = None) -> dict[str, float]:
+        """Score the model now (`evaluator`, default the trainer's) and log it as `val/...` at this step, with
+        the training time so far (evaluations excluded): curves against steps and against time."""
         st = self.state
-        vals = {**self.evaluator(self.model), "train_time_s": st.train_time_s}
+        vals = {**(evaluator or self.evaluator)(self.model), "train_time_s": st.train_time_s}
         st.val_history.append((st.step, vals))
         if self.tracker:
             self.tracker.log_metrics({f"val/{k}": v for k, v in vals.items()}, st.step)

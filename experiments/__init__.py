@@ -4,6 +4,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
+# The judge's accuracy (%) on a model's own posterior reconstructions below which the model has not
+# learned to render that label family (so no swap can carry it): a table built on such runs measures
+# noise (DEVELOPERS.md). Speech has no judge: its floor is the raw-feature EER (`diagnose`).
+LEARNING_FLOORS = {
+    "sprites": {"action": 95.0, "skin": 90.0, "top": 90.0, "pants": 90.0, "hair": 90.0},
+    "faces": {"identity": 90.0, "expression": 80.0},
+    "smmnist": {"digit1": 85.0, "digit2": 85.0},
+}
+
+
 @dataclass(frozen=True)
 class TableSpec:
     number: int

@@ -30,13 +30,15 @@ def test_eval_logs_metrics_and_pictures_to_the_run(workdir, capsys):
     assert main(["eval", "--run", run_id, "--passes", "2"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["run_id"] == run_id
-    for k in ("acc", "acc_action", "acc_static", "is", "h_y_given_x", "h_y", "label_kl"):
-        assert k in out["metrics"]
+    for k in ("acc", "acc_action", "acc_static", "acc_all_static", "acc_skin_static", "acc_all", "is",
+              "h_y_given_x", "h_y", "label_kl", "recon_acc_action", "recon_acc_skin", "recon_mse", "zf_std_across"):
+        assert k in out["metrics"], k
     assert 1.0 <= out["metrics"]["is"] <= 9.0 + 1e-6 and 0 <= out["metrics"]["h_y"] <= 2.1973
     client = mlflow.MlflowClient(resolve_uri())
     run = client.get_run(run_id)
     assert run.data.metrics["eval/acc"] == pytest.approx(out["metrics"]["acc"])
     assert "eval/judge_acc_action" in run.data.metrics and "judge_fingerprint" in run.data.tags
+    assert run.data.metrics["eval/recon_acc_hair"] == pytest.approx(out["metrics"]["recon_acc_hair"])
     arts = {a.path for a in client.list_artifacts(run_id, "eval")}
     assert {"eval/swap.gif", "eval/samples.png", "eval/protocols.json"} <= arts
     assert main(["eval", "--run", run_id, "--passes", "1", "--max-sequences", "4"]) == 0

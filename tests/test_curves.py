@@ -1,0 +1,28 @@
+"""Learning curves from MLflow alone: two seeds of a smoke run with eval_every, then `curves`."""
+import json
+
+import pandas as pd
+
+from benchmark.__main__ import main
+
+
+def test_curves_from_mlflow_filter(workdir, capsys):
+    for seed in ("0", "1"):
+        assert main(["train", "--profile", "smoke", "--seed", seed, "-o", "train.max_steps=4", "-o",
+                     "train.eval_every=2", "--tag", "study=curve-test"]) == 0
+    assert main(["train", "--profile", "smoke", "-o", "train.eval_every=2", "--tag", "study=other"]) == 0
+    capsys.readouterr()
+    assert main(["curves", "--filter", "tags.study = 'curve-test'", "--name", "ct", "--hue", "loss.recon",
+                 "--out", "curves"]) == 0
+    assert (workdir / "curves" / "ct.png").stat().st_size > 10_000
+    df = pd.read_csv(workdir / "curves" / "ct.csv")
+    assert sorted(df.seed.unique()) == [0, 1] and sorted(df.step.unique()) == [2, 4]  # the other study is out
+    assert {"acc", "recon_acc_action", "recon_mse", "train_time_s"} <= set(df.metric)
+    assert set(df.hue) == {"loss.recon=gaussian"}
+    prov = json.loads((workdir / "curves" / "ct.json").read_text())
+    assert len(prov["runs"]) == 2 and prov["command"].startswith("python -m benchmark")
+    md = (workdir / "curves" / "ct.md").read_text()
+    assert "| loss.recon=gaussian | 2 |" in md and "| loss.recon=gaussian | 4 |" in md
+    # no val metrics: a clear error naming the setting
+    assert main(["curves", "--filter", "tags.study = 'nothing'", "--name", "x"]) == 2
+    assert "no finished training run" in capsys.readouterr().err
