@@ -173,6 +173,24 @@ def recon_log_sigma(info, loss_cfg):
     return nn.Parameter(torch.zeros((info.channels, 1, 1) if info.kind == "video" else (info.size,)))
 
 
+def recon_terms(out, x, loss_cfg, squash: bool, log_sigma=None) -> dict:
+    """The likelihood term `recon` of loss.recon, with two diagnostics that read the same whatever the
+    likelihood: `mse` (per element) and, for the Gaussians, `recon_sigma` (the σ in use: fixed, learned
+    (mean over channels) or optimal)."""
+    import math
+
+    from models import losses
+    with torch.no_grad():
+        mse = ((torch.sigmoid(out.float()) if squash else out.float()) - x).pow(2).mean()
+    sigma = {"gaussian": lambda: torch.tensor(float(loss_cfg.recon_sigma)),
+             "gaussian-learned": lambda: log_sigma.detach().float().clamp(min=losses.MIN_LOG_SIGMA).exp().mean(),
+             "gaussian-optimal": lambda: mse.clamp(min=math.exp(2 * losses.MIN_LOG_SIGMA)).sqrt()}
+    terms = {"recon": losses.reconstruction(out, x, loss_cfg.recon, loss_cfg.recon_sigma, squash, log_sigma), "mse": mse}
+    if loss_cfg.recon in sigma:  # bce has no σ
+        terms["recon_sigma"] = sigma[loss_cfg.recon]()
+    return terms
+
+
 def frame_networks(info, feat_dim: int, latent_dim: int, width: float):
     """(encoder, decoder) for a dataset: convs for video, MLPs for audio features."""
     if info.kind == "audio":

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from models import losses
-from models.base import GaussianHead, Latents, SequentialModel, recon_log_sigma, reparameterize
+from models.base import GaussianHead, Latents, SequentialModel, recon_log_sigma, recon_terms, reparameterize
 
 Z2_PRIOR_STD = 0.5  # p(z2 | μ2) = N(μ2, 0.5² I)
 
@@ -86,8 +86,7 @@ class FHVAE(SequentialModel):
         logits = -0.5 * (post.zf_mean[:, None].float() - table[None]).pow(2).sum(-1) / Z2_PRIOR_STD**2
         lc = self.loss_cfg
         return {
-            "recon": losses.reconstruction(out, x, lc.recon, lc.recon_sigma, squash=False, log_sigma=self.log_sigma),
-            "mse": (out.detach().float() - x).pow(2).mean(),
+            **recon_terms(out, x, lc, squash=False, log_sigma=self.log_sigma),
             "kl_z1": losses.kl_static(post.zt_mean[:, 0], post.zt_logvar[:, 0]),
             "kl_z2": losses.gaussian_kl(post.zf_mean, post.zf_logvar, mu2, logvar_p2).sum(-1).mean(),
             # −log N(μ2_i; 0, I), shared out over the utterance's n_i segments (Hsu et al. Eq. 5)

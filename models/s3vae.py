@@ -12,7 +12,7 @@ from torch import nn
 
 from models import losses
 from models.base import (GaussianHead, Latents, LSTMPrior, SequentialModel, frame_networks, recon_log_sigma,
-                         reparameterize)
+                         recon_terms, reparameterize)
 
 
 class S3VAE(SequentialModel):
@@ -93,11 +93,8 @@ class S3VAE(SequentialModel):
         post = self._posteriors(feats)
         logits = self._decode_logits(post.zf, post.zt)
         prior_mean, prior_logvar = self.prior(post.zt)
-        video = self.info.kind == "video"
         terms = {
-            "recon": losses.reconstruction(logits, x, lc.recon, lc.recon_sigma, squash=video, log_sigma=self.log_sigma),
-            # per-element squared error: the same yardstick whatever the likelihood (diagnostic)
-            "mse": ((torch.sigmoid(logits.float()) if video else logits.float()) - x).detach().pow(2).mean(),
+            **recon_terms(logits, x, lc, squash=self.info.kind == "video", log_sigma=self.log_sigma),
             "kl_f": losses.kl_static(post.zf_mean, post.zf_logvar),
             "kl_t": losses.kl_dynamic(post.zt_mean, post.zt_logvar, prior_mean, prior_logvar),
         }

@@ -157,3 +157,26 @@ def test_fhvae_discriminative_term_rises_when_mu2_rows_are_shuffled():
         model.mu2.weight.copy_(model.mu2.weight[torch.roll(torch.arange(10), 1)])
     torch.manual_seed(0)
     assert trained < 2.0 < model.loss_terms(batch)["disc"].item()
+
+
+@pytest.mark.parametrize("recon", ["gaussian", "gaussian-learned", "gaussian-optimal", "bce"])
+@pytest.mark.parametrize("name,kind", [("s3vae", "video"), ("dsvae", "video"), ("s3vae", "audio"), ("fhvae", "audio")])
+def test_every_likelihood_trains_every_vae(name, kind, recon):
+    """loss.recon reaches every VAE; the learned σ is a trained parameter; bce on audio features is refused."""
+    info = tiny_info(kind)
+    if recon == "bce" and kind == "audio":
+        with pytest.raises(ValueError, match="bce"):
+            tiny_model(name, info, recon=recon)
+        return
+    model = tiny_model(name, info, recon=recon)
+    terms = model.loss_terms(tiny_batch(info))
+    assert torch.isfinite(terms["recon"]) and terms["mse"] >= 0
+    assert ("recon_sigma" in terms) == (recon != "bce")
+    weighted_total(terms, model.loss_weights()).backward()
+    learned = getattr(model, "log_sigma", None)
+    assert (learned is not None) == (recon == "gaussian-learned")
+    if learned is not None:
+        assert learned.grad is not None and learned.grad.abs().sum() > 0
+        assert learned.shape == ((3, 1, 1) if kind == "video" else (info.size,))
+    with pytest.raises(ValueError, match="loss.recon"):
+        tiny_model(name, info, recon="l2")
