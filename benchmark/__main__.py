@@ -63,7 +63,19 @@ def cmd_train(args):
     from benchmark.api import train
     from benchmark.config import parse_overrides
     cfg = _config(args)
-    summary = train(cfg, resume=args.resume, tracking_uri=args.tracking_uri,
+    resume, run_id = args.resume, None
+    if args.continue_run:  # the same MLflow run goes on, so its learning curves stay one line
+        from pathlib import Path
+
+        from benchmark import tracking
+        run = tracking.find_run(args.continue_run, args.tracking_uri)
+        ckpts = [Path(run.data.tags.get("checkpoint_dir", "-"), n) for n in ("final.pt", "last.pt")]
+        ckpts = sorted((c for c in ckpts if c.is_file()), key=lambda c: c.stat().st_mtime)
+        if not ckpts:
+            raise SystemExit(f"error: --continue {run.info.run_id}: no last.pt or final.pt in the run's "
+                             f"checkpoint_dir {run.data.tags.get('checkpoint_dir')!r} (relative to where it trained)")
+        resume, run_id = str(ckpts[-1]), run.info.run_id  # the newest: final.pt of a finished run
+    summary = train(cfg, resume=resume, tracking_uri=args.tracking_uri, run_id=run_id,
                     extra_tags=parse_overrides(args.tag) if args.tag else None)
     print(json.dumps(summary, indent=2))
 
@@ -172,7 +184,10 @@ def main(argv=None):
     _common(p)
     p.add_argument("-o", "--override", action="append", metavar="KEY=VALUE", help="e.g. -o loss.lambda_scc=100")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resume", default=None, help="checkpoint to continue from")
+    p.add_argument("--resume", default=None, help="checkpoint to continue from (in a new MLflow run)")
+    p.add_argument("--continue", dest="continue_run", default=None, metavar="RUN_ID",
+                   help="continue an interrupted (or finished, with a larger train.max_steps) run from its last "
+                        "checkpoint, in the same MLflow run")
     p.add_argument("--tag", action="append", metavar="KEY=VALUE",
                    help="MLflow tag of the run, e.g. --tag study=likelihoods (select runs by it in `curves`)")
     p.add_argument("--device", default=None, help="auto | cpu | cuda[:N]")
