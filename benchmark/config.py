@@ -167,7 +167,7 @@ def resolve_config(model: str, dataset: str, profile: str = "cpu", seed: int = 0
     prof.data_for(dataset)  # clear error for a dataset the profile lacks
     for k, v in prof.train_for(dataset).items():
         set_dotted(cfg, f"train.{k}", v, parse=False)
-    for k, v in prof.model.items():
+    for k, v in prof.model_for(dataset).items():
         set_dotted(cfg, f"model.{k}", v, parse=False)
     cfg.model.d_zf, cfg.model.d_zt = prof.latent[dataset]
     for k, v in entry.defaults.items():

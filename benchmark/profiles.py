@@ -18,6 +18,7 @@ class Profile:
     latent: dict           # dataset name -> (d_zf, d_zt)
     judge: dict = field(default_factory=dict)  # judge training settings
     train_per_dataset: dict = field(default_factory=dict)  # dataset -> train settings that differ (epochs)
+    model_per_dataset: dict = field(default_factory=dict)  # dataset -> model settings that differ (width)
     # evaluation: max_sequences caps the fix/resample protocol to a fixed random subset of the
     # test split (the same sequences for every model); None = the whole split. val_sequences and
     # val_passes: the same for the learning curves on the val split (`train.eval_every`)
@@ -25,6 +26,9 @@ class Profile:
 
     def train_for(self, name: str) -> dict:
         return {**self.train, **self.train_per_dataset.get(name, {})}
+
+    def model_for(self, name: str) -> dict:
+        return {**self.model, **self.model_per_dataset.get(name, {})}
 
     def data_for(self, name: str) -> dict:
         if name not in self.data:
