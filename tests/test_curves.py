@@ -26,3 +26,21 @@ def test_curves_from_mlflow_filter(workdir, capsys):
     # no val metrics: a clear error naming the setting
     assert main(["curves", "--filter", "tags.study = 'nothing'", "--name", "x"]) == 2
     assert "no finished training run" in capsys.readouterr().err
+
+
+def test_continue_extends_the_same_runs_curve(workdir, capsys):
+    """`train --continue RUN_ID` with a larger max_steps goes on in the same MLflow run: one curve."""
+    from mlflow.tracking import MlflowClient
+
+    from benchmark import tracking
+    args = ["train", "--profile", "smoke", "-o", "train.eval_every=2", "--tag", "study=cont"]
+    assert main(args + ["-o", "train.max_steps=4"]) == 0
+    run_id = json.loads(capsys.readouterr().out)["run_id"]
+    assert main(args + ["-o", "train.max_steps=6", "--continue", run_id]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["run_id"] == run_id and out["steps"] == 6
+    client = MlflowClient(tracking.resolve_uri(None))
+    assert [m.step for m in client.get_metric_history(run_id, "val/acc")] == [2, 4, 6]
+    assert len(tracking.search_runs("tags.study = 'cont'")) == 1
+    assert main(args + ["--continue", "no-such-run"]) == 2
+    assert "no-such-run" in capsys.readouterr().err
