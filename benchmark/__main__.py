@@ -248,7 +248,7 @@ def main(argv=None):
     p.add_argument("--table", type=int, default=None, help="the newest finished run of table N")
     p.add_argument("--filter", default=None, help="MLflow filter over training runs, e.g. \"tags.study = 'lik'\"")
     p.add_argument("--name", default=None, help="output stem for --filter (results/curves/NAME.png, .csv, .md, .json)")
-    p.add_argument("--hue", default="model", help="one line per value of this tag or param (e.g. loss.recon)")
+    p.add_argument("--hue", default="model", help="one line per value of this tag or param (e.g. loss.recon; several: model,loss.recon)")
     p.add_argument("--out", default="results/curves")
     p.add_argument("--tracking-uri", default=None)
     p.set_defaults(fn=cmd_curves)

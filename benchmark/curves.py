@@ -48,6 +48,9 @@ def collect_curves(runs, hue: str, uri: str | None = None) -> pd.DataFrame:
 
 
 def _hue_value(run, hue: str) -> str:
+    """The line a run belongs to: a tag or param's value; several comma-separated keys are joined."""
+    if "," in hue:
+        return " ".join(_hue_value(run, h) for h in hue.split(","))
     if hue in ("model", "dataset", "seed"):
         return str(run.data.tags.get(hue))
     if hue in run.data.params:

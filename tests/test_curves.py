@@ -44,3 +44,14 @@ def test_continue_extends_the_same_runs_curve(workdir, capsys):
     assert len(tracking.search_runs("tags.study = 'cont'")) == 1
     assert main(args + ["--continue", "no-such-run"]) == 2
     assert "no-such-run" in capsys.readouterr().err
+
+
+def test_hue_joins_several_keys():
+    from types import SimpleNamespace
+
+    from benchmark.curves import _hue_value
+    run = SimpleNamespace(data=SimpleNamespace(tags={"model": "s3vae", "study": "x"},
+                                               params={"loss.recon": "bce"}))
+    assert _hue_value(run, "model") == "s3vae"
+    assert _hue_value(run, "model,loss.recon") == "s3vae loss.recon=bce"
+    assert _hue_value(run, "loss.mi_reduce") == "loss.mi_reduce=?"
