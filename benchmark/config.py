@@ -31,8 +31,12 @@ class LossConfig:
     lambda_sv: float = 1.0       # baseline-sv: weight of the supervised heads
     alpha_disc: float = 10.0     # FHVAE: weight α of the discriminative term log p(i | z2)
     scc_margin: float = 1.0
-    recon: str = "gaussian"      # gaussian (fixed σ) | gaussian-learned | gaussian-optimal | bce (models/losses.py)
+    # gaussian (fixed σ) | gaussian-learned | gaussian-optimal | bce (models/losses.py). Learned σ: the seed's
+    # decoder emits σ (Eq. 1), and on the val curves it is the best or within noise of it for S3VAE and the
+    # baseline (docs/assumptions.md, results/curves/likelihood-*)
+    recon: str = "gaussian-learned"
     recon_sigma: float = 1.0     # σ of recon=gaussian
+    recon_sigma_init: float = 0.0  # σ of recon=gaussian-learned at step 0; 0: the train data's std per channel
     mi_reduce: str = "sum"       # MWS MI over time steps: sum (Eq. 7) | mean (C-DSVAE)
     dfp_topk: int = 1
 

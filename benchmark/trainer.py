@@ -14,6 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from benchmark.seeding import derive, rng_state, set_rng_state
+from models.base import calibrate_recon_sigma
 
 
 class TrainingError(RuntimeError):
@@ -113,6 +114,8 @@ class Trainer:
         self.cfg, self.tc = cfg, cfg.train
         self.device = select_device(self.tc.device)
         self.precision = resolve_precision(self.tc.precision, self.device)
+        # a fixed sample of the train split (the first 1,024 sequences) is plenty for a std per channel
+        calibrate_recon_sigma(model, dataset.tensors["x"][:1024], dataset.info.kind, cfg.loss.recon_sigma_init)
         self.model = model.to(self.device)
         if dataset.info.kind == "video":
             channels_last(self.model)

@@ -168,6 +168,29 @@ def recon_log_sigma(info, loss_cfg):
     return nn.Parameter(torch.zeros((info.channels, 1, 1) if info.kind == "video" else (info.size,)))
 
 
+def calibrate_recon_sigma(model, x: torch.Tensor, kind: str, init: float = 0.0) -> bool:
+    """Start the learned σ of `loss.recon=gaussian-learned` at `init`, or where init is 0 at the
+    training data's standard deviation per channel (video, pixels in [0, 1]) or per feature bin (audio):
+    the likelihood's maximum for a decoder that still outputs the mean. From σ = 1, Adam moves log σ
+    about lr per step, so reaching SMMNIST's σ* ≈ 0.1 takes ~2,000 steps at lr 1e-3, steps in which
+    reconstruction is under-weighted against the KL. `x`: a sample of training sequences. Returns
+    whether the model has such a σ."""
+    from models.losses import MIN_LOG_SIGMA
+    log_sigma = getattr(model, "log_sigma", None)
+    if not isinstance(log_sigma, nn.Parameter):
+        return False
+    with torch.no_grad():
+        if init > 0:
+            value = torch.full_like(log_sigma, math.log(init))
+        else:
+            x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
+            dims = [d for d in range(x.dim()) if d != (2 if kind == "video" else x.dim() - 1)]
+            # floor: a (near-)constant channel would start with a σ so sharp that the first steps explode
+            value = x.std(dim=dims).clamp(min=max(0.01, math.exp(MIN_LOG_SIGMA))).log().reshape(log_sigma.shape)
+        log_sigma.copy_(value.to(log_sigma))
+    return True
+
+
 def recon_terms(out, x, loss_cfg, squash: bool, log_sigma=None) -> dict:
     """The likelihood term `recon` of loss.recon, with two diagnostics that read the same whatever the
     likelihood: `mse` (per element) and, for the Gaussians, `recon_sigma` (the σ in use: fixed, learned

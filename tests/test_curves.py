@@ -18,11 +18,11 @@ def test_curves_from_mlflow_filter(workdir, capsys):
     df = pd.read_csv(workdir / "curves" / "ct.csv")
     assert sorted(df.seed.unique()) == [0, 1] and sorted(df.step.unique()) == [2, 4]  # the other study is out
     assert {"acc", "recon_acc_action", "recon_mse", "train_time_s"} <= set(df.metric)
-    assert set(df.hue) == {"loss.recon=gaussian"}
+    assert set(df.hue) == {"loss.recon=gaussian-learned"}
     prov = json.loads((workdir / "curves" / "ct.json").read_text())
     assert len(prov["runs"]) == 2 and prov["command"].startswith("python -m benchmark")
     md = (workdir / "curves" / "ct.md").read_text()
-    assert "| loss.recon=gaussian | 2 |" in md and "| loss.recon=gaussian | 4 |" in md
+    assert "| loss.recon=gaussian-learned | 2 |" in md and "| loss.recon=gaussian-learned | 4 |" in md
     # no val metrics: a clear error naming the setting
     assert main(["curves", "--filter", "tags.study = 'nothing'", "--name", "x"]) == 2
     assert "no finished training run" in capsys.readouterr().err

@@ -176,3 +176,31 @@ def test_mws_mi_reaches_its_ceiling_for_sharp_independent_latents():
     assert losses.mi_ceiling(m, t, "mean") == pytest.approx(math.log(16))
     est_mean = losses.mws_mutual_information(zf_mean, zf_mean, lv_f, zt_mean, zt_mean, lv_t, "mean").item()
     assert est_mean == pytest.approx(math.log(m), rel=1e-4)
+
+
+def test_learned_sigma_starts_at_the_data_std():
+    """gaussian-learned starts at the train data's std per channel (video) / per bin (audio), floored;
+    a positive recon_sigma_init overrides it; models without a learned σ are left alone."""
+    import math
+
+    from torch import nn
+
+    from models.base import calibrate_recon_sigma
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(10, 4, 3, 8, 8, generator=g) * 255).to(torch.uint8)
+    x[:, :, 0] = 7  # constant channel: the floor
+    x[:, :, 1] //= 2
+    m = nn.Module()
+    m.log_sigma = nn.Parameter(torch.zeros(3, 1, 1))
+    assert calibrate_recon_sigma(m, x, "video")
+    xf = x.float() / 255
+    want = torch.tensor([0.01, xf[:, :, 1].std().item(), xf[:, :, 2].std().item()])
+    assert torch.allclose(m.log_sigma.detach().exp().flatten(), want, rtol=1e-5)
+    a = nn.Module()
+    a.log_sigma = nn.Parameter(torch.zeros(5))
+    xa = torch.randn(64, 20, 5, generator=g) * torch.arange(1, 6)
+    calibrate_recon_sigma(a, xa, "audio")
+    assert torch.allclose(a.log_sigma.detach().exp(), xa.reshape(-1, 5).std(0), rtol=1e-5)
+    calibrate_recon_sigma(a, xa, "audio", init=0.5)
+    assert torch.allclose(a.log_sigma.detach(), torch.full((5,), math.log(0.5)))
+    assert not calibrate_recon_sigma(nn.Linear(2, 2), xa, "audio")
