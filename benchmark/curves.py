@@ -48,9 +48,12 @@ def collect_curves(runs, hue: str, uri: str | None = None) -> pd.DataFrame:
 
 
 def _hue_value(run, hue: str) -> str:
-    """The line a run belongs to: a tag or param's value; several comma-separated keys are joined."""
+    """The line a run belongs to: a tag or param's value; several comma-separated keys are joined (those the
+    run lacks left out)."""
     if "," in hue:
-        return " ".join(_hue_value(run, h) for h in hue.split(","))
+        d = run.data
+        return " ".join(_hue_value(run, h) for h in hue.split(",") if h in ("model", "dataset", "seed")
+                        or h in d.params or h in d.tags) or "?"
     if hue in ("model", "dataset", "seed"):
         return str(run.data.tags.get(hue))
     if hue in run.data.params:

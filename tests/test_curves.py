@@ -55,3 +55,4 @@ def test_hue_joins_several_keys():
     assert _hue_value(run, "model") == "s3vae"
     assert _hue_value(run, "model,loss.recon") == "s3vae loss.recon=bce"
     assert _hue_value(run, "loss.mi_reduce") == "loss.mi_reduce=?"
+    assert _hue_value(run, "model,loss.mi_reduce,loss.recon") == "s3vae loss.recon=bce"  # absent keys left out
