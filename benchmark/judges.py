@@ -94,7 +94,10 @@ def _fingerprint(dataset, cfg, settings: dict) -> str:
         objs.append(inspect.getmodule(JUDGE_EXTRAS.get(dataset.info.name).builder))  # how extras are made
     src = "".join(inspect.getsource(o) for o in objs)
     view = {k: settings.get(k, 0) for k in ("train_frames", "extra_sequences")}
-    return fingerprint({"dataset": dataset.fingerprint, "config": cfg.to_dict(), "view": view, "source": src})
+    # the judge reads no loss settings (cross-entropy heads): a new sequence-model loss option or default
+    # must not retrain the judges (SMMNIST's takes ~15 min on 2 cores)
+    config = {k: v for k, v in cfg.to_dict().items() if k != "loss"}
+    return fingerprint({"dataset": dataset.fingerprint, "config": config, "view": view, "source": src})
 
 
 def get_judge(dataset_name: str, profile: str = "cpu", data_dir: str | None = None, force: bool = False,

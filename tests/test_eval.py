@@ -25,6 +25,19 @@ def test_judge_is_trained_once_then_cached(workdir, monkeypatch):
         assert (a.cpu() == b).all()
 
 
+def test_judge_fingerprint_ignores_loss_settings():
+    """The judge reads no loss settings: a loss default/option change keeps cached judges; its own do not."""
+    from benchmark.data import load_dataset
+    from benchmark.judges import _fingerprint, judge_config, judge_settings
+    train = load_dataset("sprites", "train", "smoke")
+    cfg, settings = judge_config("smoke", "sprites"), judge_settings("smoke", "sprites")
+    fp = _fingerprint(train, cfg, settings)
+    cfg.loss.recon, cfg.loss.lambda_mi = "bce", 7.0
+    assert _fingerprint(train, cfg, settings) == fp
+    cfg.model.width *= 2
+    assert _fingerprint(train, cfg, settings) != fp
+
+
 def test_eval_logs_metrics_and_pictures_to_the_run(workdir, capsys):
     assert main(["train", "--profile", "smoke"]) == 0
     run_id = json.loads(capsys.readouterr().out)["run_id"]
