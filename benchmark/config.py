@@ -36,7 +36,9 @@ class LossConfig:
     # baseline (docs/assumptions.md, results/curves/likelihood-*)
     recon: str = "gaussian-learned"
     recon_sigma: float = 1.0     # σ of recon=gaussian
-    recon_sigma_init: float = 0.0  # σ of recon=gaussian-learned at step 0; 0: the train data's std per channel
+    # σ of recon=gaussian-learned at step 0; 0: the train data's std per channel. 1 by the val curves: the data's
+    # std renders the sprites attributes sooner but loses the action side (docs/assumptions.md, "Initial σ")
+    recon_sigma_init: float = 1.0
     mi_reduce: str = "sum"       # MWS MI over time steps: sum (Eq. 7) | mean (C-DSVAE)
     dfp_topk: int = 1
 

@@ -155,7 +155,8 @@ class MLPFrameDecoder(nn.Module):
 
 def recon_log_sigma(info, loss_cfg):
     """The trained log σ of `loss.recon=gaussian-learned` (one per image channel, or per feature bin for
-    audio; initialised at σ = 1), None for the other likelihoods. Refuses bce on audio features,
+    audio; σ = 1 here, the Trainer then applies `loss.recon_sigma_init`), None for the other likelihoods.
+    Refuses bce on audio features,
     which are standardised log-mels, not probabilities."""
     from models.losses import RECON_KINDS
     if loss_cfg.recon not in RECON_KINDS:
