@@ -156,8 +156,7 @@ class MLPFrameDecoder(nn.Module):
 def recon_log_sigma(info, loss_cfg):
     """The trained log σ of `loss.recon=gaussian-learned` (one per image channel, or per feature bin for
     audio; σ = 1 here, the Trainer then applies `loss.recon_sigma_init`), None for the other likelihoods.
-    Refuses bce on audio features,
-    which are standardised log-mels, not probabilities."""
+    Refuses bce on audio features, which are standardised log-mels, not probabilities."""
     from models.losses import RECON_KINDS
     if loss_cfg.recon not in RECON_KINDS:
         raise ValueError(f"loss.recon={loss_cfg.recon!r}: expected one of {', '.join(RECON_KINDS)}")
