@@ -180,3 +180,17 @@ def test_sigterm_saves_a_checkpoint_and_marks_the_run_killed(workdir):
     run = mlflow.MlflowClient(resolve_uri()).get_run(ckpts[0].parent.name)
     assert run.info.status == "KILLED"
     assert torch.load(ckpts[0], weights_only=False)["state"]["step"] > 0
+
+
+def test_cpu_profile_budgets_per_dataset():
+    """The cpu profile's per-dataset budgets and nets (chosen from the val curves) reach the run config;
+    a command-line override still wins."""
+    from benchmark.profiles import get_profile
+    prof = get_profile("cpu")
+    for dataset, steps in {d: t["max_steps"] for d, t in prof.train_per_dataset.items()}.items():
+        cfg = resolve_config("s3vae", dataset, "cpu")
+        assert cfg.train.max_steps == steps > 0 and cfg.train.eval_every == prof.train["eval_every"] > 0
+        assert cfg.model.width == (0.5 if dataset == "speech" else 0.25)
+    assert resolve_config("s3vae", "sprites", "cpu").train.batch_size == 32
+    assert resolve_config("s3vae", "faces", "cpu").train.batch_size == 16
+    assert resolve_config("s3vae", "faces", "cpu", overrides={"train.max_steps": "5"}).train.max_steps == 5
