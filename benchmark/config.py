@@ -28,8 +28,8 @@ class LossConfig:
     lambda_scc: float = 1000.0   # λ1
     lambda_dfp: float = 100.0    # λ2
     lambda_mi: float = 1.0       # λ3
-    # baseline-sv: weight of the supervised heads. 100 by the val curves: at 1 the heads are ~1 % of the
-    # objective and sprites' Acc is 33.8 at 2,000 steps, at 100 87.6 (docs/assumptions.md, sv-sprites)
+    # baseline-sv: weight of the supervised heads. 100 by the val curves: at 1 the heads (~5 nats) are lost
+    # beside the reconstruction (~-23,000 nats), sprites' Acc 33.8 at 2,000 steps; at 100 87.6 (sv-sprites)
     lambda_sv: float = 100.0
     alpha_disc: float = 10.0     # FHVAE: weight α of the discriminative term log p(i | z2)
     scc_margin: float = 1.0
