@@ -48,12 +48,16 @@ def train(cfg: RunConfig, resume: str | None = None, tracking_uri: str | None = 
     """Train one model on one dataset, tracked in MLflow. Returns run id, checkpoint, final terms, wall time.
     `run_id` continues an interrupted run (same MLflow run, `resume` its checkpoint); `hooks` are called
     with the trainer after every epoch (sweeps report and prune there)."""
+    from benchmark.validation import val_held_out
     tracking.health_check(tracking.resolve_uri(tracking_uri))  # before any data or model work
     dataset = load_dataset(cfg.data.name, cfg.train.split, cfg.profile, cfg.data.data_dir)
     evaluator = None
     if cfg.train.eval_every > 0:  # learning curves: the val split and its judge, before the model is seeded
         from benchmark.validation import make_validator
         evaluator = make_validator(cfg, tracking_uri=tracking_uri, progress=progress)
+        if not val_held_out(cfg.train.split):
+            print(f"note: train.split={cfg.train.split} contains the val split, so the val/ curves measure the "
+                  "fit to training data (in-sample); -o train.split=fit holds val out", file=sys.stderr)
     seed_everything(cfg.seed)
     model = build_model(cfg, dataset.info)
     name = f"{cfg.model.name}-{cfg.data.name}-{cfg.profile}-s{cfg.seed}"
@@ -64,6 +68,7 @@ def train(cfg: RunConfig, resume: str | None = None, tracking_uri: str | None = 
                           evaluator=evaluator)
         run.set_tags(run_tags(cfg, dataset, trainer.device) | {"precision": trainer.precision,
                                                                "checkpoint_dir": str(ckpt_dir), "kind": "train",
+                                                               "val_held_out": str(val_held_out(cfg.train.split)).lower(),
                                                                "fingerprint": run_fingerprint(cfg, dataset.fingerprint)}
                      | (extra_tags or {}))
         if run_id is None:

@@ -40,6 +40,13 @@ class Validator:
         return out
 
 
+def val_held_out(train_split: str) -> bool:
+    """Whether the val split is unseen by a model trained on `train_split`. Every loader makes val a subset
+    of train (tables train on all of train, as the paper) and fit = train minus val, so val curves are
+    held-out only for `train.split=fit`; on `train` they measure the fit to (part of) the training data."""
+    return train_split == "fit"
+
+
 def make_validator(cfg, tracking_uri: str | None = None, progress: bool = True, passes: int | None = None,
                    max_sequences: int | None = None) -> Validator:
     """The validator of a run's config: its dataset's val split, the dataset's judge (trained now if it is

@@ -23,6 +23,7 @@ def test_curves_from_mlflow_filter(workdir, capsys):
     assert len(prov["runs"]) == 2 and prov["command"].startswith("python -m benchmark")
     md = (workdir / "curves" / "ct.md").read_text()
     assert "| loss.recon=gaussian-learned | 2 |" in md and "| loss.recon=gaussian-learned | 4 |" in md
+    assert "Val held out (trained on `fit`) in 0 of 2 runs" in md  # train contains val: said, not hidden
     # no val metrics: a clear error naming the setting
     assert main(["curves", "--filter", "tags.study = 'nothing'", "--name", "x"]) == 2
     assert "no finished training run" in capsys.readouterr().err
@@ -35,7 +36,10 @@ def test_continue_extends_the_same_runs_curve(workdir, capsys):
     from benchmark import tracking
     args = ["train", "--profile", "smoke", "-o", "train.eval_every=2", "--tag", "study=cont"]
     assert main(args + ["-o", "train.max_steps=4"]) == 0
-    run_id = json.loads(capsys.readouterr().out)["run_id"]
+    captured = capsys.readouterr()
+    run_id = json.loads(captured.out)["run_id"]
+    assert "contains the val split" in captured.err  # in-sample curves are announced
+    assert tracking.find_run(run_id).data.tags["val_held_out"] == "false"
     assert main(args + ["-o", "train.max_steps=6", "--continue", run_id]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["run_id"] == run_id and out["steps"] == 6
