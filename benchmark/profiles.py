@@ -76,9 +76,9 @@ PROFILES = {
         # past the knee of the slowest val curve per dataset (S3VAE; results/curves/, docs/assumptions.md):
         # faces' expression on reconstructions passes 80 % at ~7,000 steps (faces-s3vae-9000); speech's
         # z_f EER bottoms out at 6,000-6,500 (12 %, then ~15.6 to 12,000; speech-s3vae); sprites at batch
-        # 32 (1.17x the sequences/s of 16, and more learned per sequence) renders skin/top/hair/action by
-        # ~4,000 steps and pants (flat at ~87 %) from ~5,250, protocol Acc flat at ~75 from 3,000
-        # (batch-sprites). smmnist renders no digit by 3,000 steps (smmnist-s3vae): 6,000 is a guess, not a knee
+        # 32 renders skin/top/hair/action by ~4,000 steps and pants (flat at ~87 %) from ~5,250, protocol Acc
+        # flat at ~75 from 3,000 (batch-sprites; per training minute batch 16 learns about alike, but its
+        # 6,000-step run stopped before the knee, so the measured budget is this one). smmnist renders no digit by 3,000 steps (smmnist-s3vae): 6,000 is a guess, not a knee
         train_per_dataset={"sprites": dict(max_steps=6000, batch_size=32), "smmnist": dict(max_steps=6000),
                            "faces": dict(max_steps=9000), "speech": dict(max_steps=7000)},
         # 2 sides x 3 passes over sprites' 2,664 test sequences took 319 s per run; 256 sequences
