@@ -176,6 +176,8 @@ def calibrate_recon_sigma(model, x: torch.Tensor, kind: str, init: float = 0.0) 
     reconstruction is under-weighted against the KL. `x`: a sample of training sequences. Returns
     whether the model has such a σ."""
     from models.losses import MIN_LOG_SIGMA
+    if not (init >= 0 and math.isfinite(init)):
+        raise ValueError(f"loss.recon_sigma_init={init}: expected a σ > 0, or 0 for the train data's std")
     log_sigma = getattr(model, "log_sigma", None)
     if not isinstance(log_sigma, nn.Parameter):
         return False

@@ -204,3 +204,5 @@ def test_learned_sigma_starts_at_the_data_std():
     calibrate_recon_sigma(a, xa, "audio", init=0.5)
     assert torch.allclose(a.log_sigma.detach(), torch.full((5,), math.log(0.5)))
     assert not calibrate_recon_sigma(nn.Linear(2, 2), xa, "audio")
+    with pytest.raises(ValueError, match="recon_sigma_init"):
+        calibrate_recon_sigma(a, xa, "audio", init=-1.0)
