@@ -81,15 +81,12 @@ def cmd_train(args):
 
 
 def cmd_bench(args):
-    from benchmark.api import bench, bench_suite
-    models, datasets = args.model.split(","), args.dataset.split(",")
-    if len(models) == 1 and len(datasets) == 1 and not args.out:
-        print(json.dumps(bench(_config(args), steps=args.steps, warmup=args.warmup), indent=2))
-        return
+    from benchmark.api import bench_suite
     def config(m, d):
         return _config(argparse.Namespace(**{**vars(args), "model": m, "dataset": d}))
-    res = bench_suite(models, datasets, config, steps=args.steps, warmup=args.warmup, out=args.out,
-                      command=" ".join(["python -m benchmark"] + sys.argv[1:]))
+    res = bench_suite(args.model.split(","), args.dataset.split(","), config, steps=args.steps, warmup=args.warmup,
+                      out=args.out, command=" ".join(["python -m benchmark"] + sys.argv[1:]), evaluation=args.eval,
+                      profile_ops=args.profile_ops, max_sequences=args.max_sequences)
     print(res["markdown"])
 
 
@@ -203,6 +200,12 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--out", default=None, help="write the measurements + provenance as JSON and a markdown table "
                                                "(several models/datasets: comma-separated --model / --dataset)")
+    p.add_argument("--eval", action="store_true", help="also time one whole evaluation (untrained model and judge: "
+                                                       "speed does not depend on the weights)")
+    p.add_argument("--max-sequences", type=int, default=None,
+                   help="sequences the --eval row scores (default: the profile's cap; 0 = the whole test split)")
+    p.add_argument("--profile-ops", type=int, default=0, metavar="N",
+                   help="print the N operators with the most self time (torch.profiler) per row")
     p.set_defaults(fn=cmd_bench)
     p = sub.add_parser("judge", help="train (or load from cache) the judge classifier of a dataset")
     _common(p, model=False)

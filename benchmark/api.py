@@ -12,11 +12,11 @@ from pathlib import Path
 
 import torch
 
-from benchmark import tracking, visuals
+from benchmark import roofline, tracking, visuals
 from benchmark.config import RunConfig
 from benchmark.data import load_dataset
 from benchmark.seeding import seed_everything
-from benchmark.trainer import Trainer
+from benchmark.trainer import Trainer, select_device
 from benchmark.zoo import MODELS, build_model
 
 
@@ -125,10 +125,11 @@ def log_pictures(model, dataset, run, trainer) -> None:
     model.train()
 
 
-def bench(cfg: RunConfig, steps: int = 6, warmup: int = 2, dataset=None) -> dict:
-    """Training throughput (sequences/s at the configured batch), FLOP/s, peak RSS, parameters.
-    `dataset`: the test split already loaded (a suite benches several models on one load)."""
-    import resource
+def bench(cfg: RunConfig, steps: int = 6, warmup: int = 2, dataset=None, roof: dict | None = None,
+          profile_ops: int = 0) -> dict:
+    """Training throughput (sequences/s at the configured batch), FLOP/s and its fraction of the device's
+    GEMM roofline (`roof`, measured now when not given), peak RSS, parameters; `profile_ops` > 0 adds the
+    step's top operators. `dataset`: the test split already loaded (a suite benches several models on one load)."""
     from torch.utils.flop_counter import FlopCounterMode
     if dataset is None:
         dataset = load_dataset(cfg.data.name, "test", cfg.profile, cfg.data.data_dir)
@@ -136,55 +137,124 @@ def bench(cfg: RunConfig, steps: int = 6, warmup: int = 2, dataset=None) -> dict
     model = build_model(cfg, dataset.info)
     cfg.train.max_steps, cfg.train.checkpoint_every = 10**9, 0
     trainer = Trainer(model, dataset, cfg, progress=False)
-    batches = trainer.batches.epoch(0)
-    batch = next(batches)
+    roof = roof or roofline.roofline(trainer.device)
+    batch = next(trainer.batches.epoch(0))
     for _ in range(warmup):
-        trainer._step(batch)
+        trainer.step_fn(batch)
     with FlopCounterMode(display=False) as fc:
         trainer._step(batch)
     t0 = time.perf_counter()
     for _ in range(steps):
-        trainer._step(batch)
+        trainer.step_fn(batch)
+    roofline._sync(trainer.device)
     dt = (time.perf_counter() - t0) / steps
-    flops = fc.get_total_flops()
+    row = {"what": "train step", **_bench_row(cfg, dataset, model, trainer, fc.get_total_flops(), dt, roof)}
+    if profile_ops:
+        row["top_ops"] = roofline.top_ops(lambda: [trainer.step_fn(batch) for _ in range(steps)], trainer.device,
+                                          profile_ops)
+    return row
+
+
+def _bench_row(cfg, dataset, model, trainer, flops: float, dt: float, roof: dict) -> dict:
+    import resource
+    peak = roof.get(trainer.precision) or roof["fp32"]
     return {"model": cfg.model.name, "dataset": cfg.data.name, "profile": cfg.profile, "precision": trainer.precision,
             "device": str(trainer.device), "threads": torch.get_num_threads(), "batch_size": cfg.train.batch_size,
             "image_size": dataset.info.size, "parameters": sum(p.numel() for p in model.parameters()),
             "sequences_per_s": cfg.train.batch_size / dt, "step_s": dt,
-            "gflop_per_sequence": flops / cfg.train.batch_size / 1e9, "achieved_tflops": flops / dt / 1e12,
+            "gflop_per_sequence": flops / cfg.train.batch_size / 1e9, "achieved_gflops": flops / dt / 1e9,
+            "roofline_gflops": peak, "fraction_of_roofline": flops / dt / 1e9 / peak,
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
+def bench_eval(cfg: RunConfig, dataset=None, roof: dict | None = None, passes: int = 3,
+               max_sequences: int | None = None, profile_ops: int = 0) -> dict:
+    """The evaluation of `evaluate` (protocol sides × passes, the judge on reconstructions, speaker
+    verification) timed on the test split: wall seconds, sequences/s, FLOP/s and its roofline fraction.
+    Speed does not depend on what the weights are, so the model and the judge (the judge's architecture at
+    the profile's settings) are untrained here: nothing is trained or read from a cache.
+    `max_sequences`: None = the profile's cap, 0 = the whole split."""
+    from torch.utils.flop_counter import FlopCounterMode
+    from benchmark.judges import judge_config
+    from benchmark.profiles import get_profile
+    from metrics.protocols import PROTOCOLS
+    from models.judge import Judge
+    if dataset is None:
+        dataset = load_dataset(cfg.data.name, "test", cfg.profile, cfg.data.data_dir)
+    seed_everything(cfg.seed)
+    model = build_model(cfg, dataset.info)
+    trainer = Trainer(model, dataset, cfg, progress=False)  # the device, precision and memory format of training
+    model.eval()
+    judge = None
+    if cfg.data.name in PROTOCOLS:
+        jc = judge_config(cfg.profile, cfg.data.name)
+        judge = Judge(dataset.info, jc.model.width, jc.model.hidden, jc.model.feat_dim).to(trainer.device).eval()
+    roof = roof or roofline.roofline(trainer.device)
+    if max_sequences is None:
+        max_sequences = get_profile(cfg.profile).eval.get("max_sequences")
+    run = lambda: protocol_metrics(model, judge, dataset, passes, 0, max_sequences)  # noqa: E731
+    with FlopCounterMode(display=False) as fc:
+        out = run()
+    t0 = time.perf_counter()
+    run()
+    roofline._sync(trainer.device)
+    dt = time.perf_counter() - t0
+    n = out.get("n_sequences", len(dataset))
+    row = _bench_row(cfg, dataset, model, trainer, fc.get_total_flops(), dt, roof)
+    row.update({"what": f"eval ({passes} passes)", "batch_size": n, "sequences_per_s": n / dt, "step_s": dt,
+                "gflop_per_sequence": fc.get_total_flops() / n / 1e9, "eval_wall_s": dt})
+    if profile_ops:
+        row["top_ops"] = roofline.top_ops(run, trainer.device, profile_ops)
+    return {"what": row.pop("what"), **row}
+
+
 def bench_suite(models, datasets, config, steps: int = 6, warmup: int = 2, out: str | None = None,
-                command: str = "") -> dict:
-    """`bench` over models × datasets (pairs whose data kind the model is not built for are skipped);
-    `config(model, dataset)` -> RunConfig. Writes `out` (.json) and its .md twin with provenance."""
+                command: str = "", evaluation: bool = False, profile_ops: int = 0,
+                max_sequences: int | None = None) -> dict:
+    """`bench` (and with `evaluation`, `bench_eval`) over models × datasets (pairs whose data kind the model
+    is not built for are skipped); `config(model, dataset)` -> RunConfig. The roofline is measured once,
+    first, in this process. Writes `out` (.json) and its .md twin with provenance."""
     from benchmark.tables import hardware
     rows = []
+    first = config(models[0], datasets[0])
+    roof = roofline.roofline(select_device(first.train.device))
+    print(f"roofline: {', '.join(f'{k} {v:.1f} GFLOP/s' for k, v in roof.items() if v)}", file=sys.stderr, flush=True)
     for d in datasets:
-        first = config(models[0], d)
-        test = load_dataset(d, "test", first.profile, first.data.data_dir)
+        test = load_dataset(d, "test", config(models[0], d).profile, config(models[0], d).data.data_dir)
         for m in models:
             if test.info.kind not in getattr(MODELS.get(m).builder, "kinds", {test.info.kind}):
                 continue
-            r = bench(config(m, d), steps=steps, warmup=warmup, dataset=test)
-            print(f"bench {m}/{d}: {r['sequences_per_s']:.2f} seq/s", file=sys.stderr, flush=True)
+            r = bench(config(m, d), steps=steps, warmup=warmup, dataset=test, roof=roof, profile_ops=profile_ops)
             rows.append(r)
-    cols = ("model", "dataset", "profile", "precision", "batch_size", "image_size", "parameters", "sequences_per_s",
-            "gflop_per_sequence", "achieved_tflops", "peak_rss_mib")
+            if evaluation:
+                rows.append(bench_eval(config(m, d), dataset=test, roof=roof, max_sequences=max_sequences,
+                                       profile_ops=profile_ops))
+            for r in rows[-1 - evaluation:]:
+                print(f"bench {m}/{d} {r['what']}: {r['sequences_per_s']:.2f} seq/s, "
+                      f"{100 * r['fraction_of_roofline']:.0f} % of the roofline", file=sys.stderr, flush=True)
+    cols = ("model", "dataset", "what", "profile", "precision", "batch_size", "image_size", "parameters",
+            "sequences_per_s", "step_s", "gflop_per_sequence", "achieved_gflops", "roofline_gflops",
+            "fraction_of_roofline", "peak_rss_mib")
     md = ["| " + " | ".join(cols) + " |", "|---" * len(cols) + "|"] + [
         "| " + " | ".join(f"{r[c]:.3g}" if isinstance(r[c], float) else str(r[c]) for c in cols) + " |" for r in rows]
-    result = {"rows": rows, "markdown": "\n".join(md)}
+    for r in rows:
+        if r.get("top_ops"):
+            md += ["", roofline.ops_markdown(r["top_ops"], f"### {r['model']}/{r['dataset']}, {r['what']}: "
+                                                             f"top operators by self time")]
+    result = {"rows": rows, "roofline": roof, "markdown": "\n".join(md)}
     if out:
         prov = {"command": command, "steps": steps, "warmup": warmup, **tracking.git_info(), "hardware": hardware(),
-                "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+                "roofline_gflops": roof, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps({"provenance": prov, "rows": rows}, indent=2))
         Path(out).with_suffix(".md").write_text(
-            f"# Training throughput (`bench`)\n\nCommand: `{command}` at commit {prov['git_commit'][:10]} "
+            f"# Throughput (`bench`)\n\nCommand: `{command}` at commit {prov['git_commit'][:10]} "
             f"(dirty: {prov['git_dirty']}), {prov['date']}; {steps} timed steps after {warmup} warm-up steps; "
-            f"peak RSS is the process's so far (monotone over the rows). Hardware: {prov['hardware']}.\n\n"
-            + result["markdown"] + "\n")
+            f"an eval row is one whole evaluation (its batch_size is the sequences scored). "
+            f"`fraction_of_roofline` = achieved GFLOP/s over this process's best "
+            f"{'/'.join(k for k, v in roof.items() if v)} GEMM ({', '.join(f'{k} {v:.1f}' for k, v in roof.items() if v)}"
+            f" GFLOP/s, `torch.mm` 2048², same threads) at the row's precision. Peak RSS is the process's so far "
+            f"(monotone over the rows). Hardware: {prov['hardware']}.\n\n" + result["markdown"] + "\n")
     return result
 
 
@@ -227,7 +297,6 @@ def evaluate(run_id: str | None = None, checkpoint: str | None = None, tracking_
     `max_sequences`: None = the run's profile's cap, 0 = the whole split, N = a fixed subset of N."""
     from benchmark.profiles import get_profile
     from benchmark.judges import get_judge
-    from benchmark.trainer import select_device
     from metrics.protocols import PROTOCOLS
     tracking.health_check(tracking.resolve_uri(tracking_uri))
     payload, path = load_checkpoint(run_id, checkpoint, tracking_uri)
@@ -247,10 +316,8 @@ def evaluate(run_id: str | None = None, checkpoint: str | None = None, tracking_
         max_sequences = get_profile(cfg.profile).eval.get("max_sequences")
     result = {"dataset": cfg.data.name, "model": cfg.model.name, "profile": cfg.profile, "checkpoint": str(path),
               "judge": judge_report, "passes": passes, "seed": seed, "max_sequences": max_sequences}
+    # with, for encoders, the judge on the model's own reconstructions: did it learn? (the protocol's ceiling)
     result.update(protocol_metrics(model, judge, test, passes, seed, max_sequences))
-    if "encode" in model.capabilities:  # did it learn? the judge on its own reconstructions (the protocol's ceiling)
-        from benchmark.diagnose import reconstruction_report
-        result["metrics"].update(reconstruction_report(model, judge, test, max_sequences))
     result["eval_wall_time_s"] = time.perf_counter() - t0
     run_id = run_id or payload.get("run_id")
     ctx = (tracking.open_run(run_id, tracking_uri) if run_id else None)
@@ -272,20 +339,58 @@ def protocol_subset(n: int, max_sequences: int | None) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(0))[:max_sequences].sort().values
 
 
-@torch.no_grad()
-def protocol_metrics(model, judge, dataset, passes: int = 3, seed: int = 0, max_sequences: int | None = None) -> dict:
+def protocol_batches(dataset, max_sequences: int | None, device, batch_size: int = 256) -> list[dict]:
+    """The scored subset (`protocol_subset`) in batches on `device`; every scorer reads these same batches."""
+    idx = protocol_subset(len(dataset), max_sequences)
+    return [{k: v.to(device) for k, v in dataset.batch(idx[i:i + batch_size]).items()}
+            for i in range(0, len(idx), batch_size)]
+
+
+# the judge's probabilities on real sequences, per (judge, split, subset): the same at every evaluation
+# of every model on that split, so a table or a training run's val curve computes them once
+_REAL_PROBS: dict[tuple, list[dict]] = {}
+
+
+def real_probs(judge, dataset, batches: list[dict], max_sequences: int | None) -> list[dict]:
+    fp = getattr(judge, "fingerprint", None)  # a judge without one (untrained, in a test) is not cached
+    key = (fp, dataset.fingerprint, dataset.split, len(dataset), max_sequences, len(batches),
+           str(batches[0]["x"].device))
+    if fp is not None and key in _REAL_PROBS:
+        return _REAL_PROBS[key]
+    with torch.inference_mode():
+        probs = [judge.probs(b["x"]) for b in batches]
+    if fp is not None:
+        if len(_REAL_PROBS) >= 16:  # a sweep or table touches a few splits; never grow without bound
+            _REAL_PROBS.pop(next(iter(_REAL_PROBS)))
+        _REAL_PROBS[key] = probs
+    return probs
+
+
+@torch.inference_mode()
+def protocol_metrics(model, judge, dataset, passes: int = 3, seed: int = 0, max_sequences: int | None = None,
+                     reconstruction: bool = True, batch_size: int = 256) -> dict:
     """{"metrics": ..., "passes": ...}: the fix/resample protocol of the dataset (when it has one; on at most
-    `max_sequences` of the split) and speaker verification (when items carry utterance ids; every
-    utterance) on any split, on the model's device."""
+    `max_sequences` of the split), the judge on the posterior reconstructions of the same sequences
+    (`reconstruction`, encoders only; `diagnose.reconstruction_report`) and speaker verification (when items
+    carry utterance ids; every utterance), on the model's device. The posterior and the judge's pass over the
+    real sequences are computed once and shared by every side, pass and report."""
+    from benchmark.diagnose import reconstruction_report
     from metrics.protocols import PROTOCOLS, fix_resample_protocol, speaker_verification
     dev = next(model.parameters()).device
     out: dict = {"metrics": {}}
+    encodes = "encode" in model.capabilities
+    batches = posteriors = real = None
+    if dataset.info.name in PROTOCOLS or (encodes and reconstruction):
+        batches = protocol_batches(dataset, max_sequences, dev, batch_size)
+        posteriors = [model.encode(b["x"], sample=False) for b in batches] if encodes else None
+        real = real_probs(judge.to(dev), dataset, batches, max_sequences) if judge is not None else None
     if dataset.info.name in PROTOCOLS:
-        idx = protocol_subset(len(dataset), max_sequences)
-        out["n_sequences"] = len(idx)
-        batches = [{k: v.to(dev) for k, v in dataset.batch(idx[i:i + 256]).items()} for i in range(0, len(idx), 256)]
-        out.update(fix_resample_protocol(model, judge.to(dev), batches, PROTOCOLS[dataset.info.name], passes, seed))
-    if "encode" in model.capabilities and "utterance" in dataset.tensors:
+        out["n_sequences"] = sum(len(b["x"]) for b in batches)
+        out.update(fix_resample_protocol(model, judge, batches, PROTOCOLS[dataset.info.name], passes, seed,
+                                         real=real, posteriors=posteriors))
+    if encodes and reconstruction:
+        out["metrics"].update(reconstruction_report(model, judge, dataset, max_sequences, batches, posteriors, real))
+    if encodes and "utterance" in dataset.tensors:
         t = dataset.tensors
         out["metrics"].update(speaker_verification(model, t["x"].to(dev), t["utterance"], t["static"][:, 0]))
     return out

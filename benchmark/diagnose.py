@@ -15,26 +15,34 @@ import torch
 from benchmark import tracking
 
 
-@torch.no_grad()
-def reconstruction_report(model, judge, dataset, n: int = 256) -> dict[str, float]:
+@torch.inference_mode()
+def reconstruction_report(model, judge, dataset, n: int | None = 256, batches: list[dict] | None = None,
+                          posteriors: list | None = None, real: list[dict] | None = None) -> dict[str, float]:
     """Judge accuracy (%) per label family on real sequences and on their posterior-mean reconstructions,
     reconstruction MSE, and the across-sequence std of the posterior means of z_f and z_{1:T}; on the
-    fixed subset of n sequences that the protocol scores (`protocol_subset`)."""
-    from benchmark.api import protocol_subset
+    fixed subset of n sequences that the protocol scores (`protocol_subset`). `batches`, `posteriors`,
+    `real` (the judge's probabilities on the real batches): when the caller has them already."""
+    from benchmark.api import protocol_batches
     model.eval()
     dev = next(model.parameters()).device
     # the protocol's own fixed subset, so both read the same sequences
-    b = {k: v.to(dev) for k, v in dataset.batch(protocol_subset(len(dataset), n)).items()}
-    post = model.encode(b["x"], sample=False)
-    rec = model.decode(post.zf_mean, post.zt_mean)
-    out = {"recon_mse": float((rec - b["x"]).pow(2).mean()),
-           "zf_std_across": float(post.zf_mean.std(0).mean()), "zt_std_across": float(post.zt_mean.std(0).mean())}
-    if judge is None:  # speech: no judge
-        return out
-    for name, x in (("real", b["x"]), ("recon", rec)):
-        for f, p in judge.probs(x).items():
-            out[f"{name}_acc_{f}"] = 100.0 * float((p.argmax(-1) == judge.targets(b, f)).float().mean())
-    return out
+    batches = protocol_batches(dataset, n, dev) if batches is None else batches
+    posteriors = [model.encode(b["x"], sample=False) for b in batches] if posteriors is None else posteriors
+    sq, count, hits = 0.0, 0, {}
+    for i, (b, post) in enumerate(zip(batches, posteriors)):
+        rec = model.decode(post.zf_mean, post.zt_mean)
+        sq, count = sq + float((rec - b["x"]).pow(2).sum()), count + rec.numel()
+        if judge is None:  # speech: no judge
+            continue
+        for name, probs in (("real", judge.probs(b["x"]) if real is None else real[i]), ("recon", judge.probs(rec))):
+            for f, p in probs.items():
+                key = f"{name}_acc_{f}"
+                hits[key] = hits.get(key, 0) + int((p.argmax(-1) == judge.targets(b, f)).sum())
+    zf = torch.cat([p.zf_mean for p in posteriors]).float()
+    zt = torch.cat([p.zt_mean for p in posteriors]).float()
+    total = sum(len(b["x"]) for b in batches)
+    return {"recon_mse": sq / count, "zf_std_across": float(zf.std(0).mean()), "zt_std_across": float(zt.std(0).mean()),
+            **{k: 100.0 * v / total for k, v in hits.items()}}
 
 
 @torch.no_grad()

@@ -113,6 +113,7 @@ def get_judge(dataset_name: str, profile: str = "cpu", data_dir: str | None = No
         payload = torch.load(path, map_location="cpu", weights_only=False)
         judge = Judge(train.info, cfg.model.width, cfg.model.hidden, cfg.model.feat_dim)
         judge.load_state_dict(payload["state"])
+        judge.fingerprint = fp  # what its cached passes over real data are keyed by
         return judge.eval(), payload["report"]
     fit_on = judge_train_set(train, settings, get_profile(profile).data_for(dataset_name), data_dir)
     seed_everything(cfg.seed)
@@ -134,4 +135,5 @@ def get_judge(dataset_name: str, profile: str = "cpu", data_dir: str | None = No
         run.log_text(json.dumps(report, indent=2), "judge_report.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"state": {k: v.cpu() for k, v in judge.state_dict().items()}, "report": report}, path)
+    judge.fingerprint = fp
     return judge.cpu().eval(), report

@@ -11,7 +11,6 @@ import time
 
 import torch
 
-from benchmark.diagnose import reconstruction_report
 
 
 class Validator:
@@ -20,7 +19,7 @@ class Validator:
     def __init__(self, val, judge=None, max_sequences: int | None = 256, passes: int = 1, seed: int = 0):
         self.val, self.judge, self.max_sequences, self.passes, self.seed = val, judge, max_sequences, passes, seed
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def __call__(self, model) -> dict[str, float]:
         from benchmark.api import protocol_metrics
         was_training = model.training
@@ -33,8 +32,6 @@ class Validator:
         with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
             out = dict(protocol_metrics(model, self.judge, self.val, self.passes, self.seed,
                                         self.max_sequences)["metrics"])
-            if "encode" in model.capabilities:
-                out.update(reconstruction_report(model, self.judge, self.val, self.max_sequences))
         out["eval_time_s"] = time.perf_counter() - t0
         model.train(was_training)
         return out

@@ -46,13 +46,16 @@ PROTOCOLS: dict[str, tuple[Side, ...]] = {
 METRICS = ("acc", "is", "h_y_given_x", "h_y", "label_kl")
 
 
-@torch.no_grad()
-def resample(model, x: torch.Tensor, keep: str, labels: dict | None = None) -> torch.Tensor:
+@torch.inference_mode()
+def resample(model, x: torch.Tensor, keep: str, labels: dict | None = None, post=None) -> torch.Tensor:
     """Generated sequences for x: keep one factor of x, draw the other from the prior; a conditional
-    generator (no encoder) is instead conditioned on `labels` (the label the protocol judges)."""
+    generator (no encoder) is instead conditioned on `labels` (the label the protocol judges).
+    `post`: x's posterior means when the caller already has them (encoding draws no random numbers,
+    so reusing them leaves every pass's samples unchanged)."""
     n, steps = x.shape[:2]
     if "encode" in model.capabilities:
-        post, prior = model.encode(x, sample=False), model.sample_prior(n, steps)
+        post = model.encode(x, sample=False) if post is None else post
+        prior = model.sample_prior(n, steps)
         if keep == "static":
             return model.decode(post.zf_mean, prior.zt)
         if keep == "dynamic":
@@ -80,22 +83,27 @@ def side_metrics(gen: dict, real: dict, targets: list, side: Side) -> dict[str, 
             **extra}
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def fix_resample_protocol(model, judge, batches: Iterable[dict], sides: tuple[Side, ...],
-                          passes: int = 3, seed: int = 0) -> dict:
+                          passes: int = 3, seed: int = 0, real: list[dict] | None = None,
+                          posteriors: list | None = None) -> dict:
     """Run every side `passes` times over the test batches; returns per-side means over passes,
-    the row values (mean over sides, as the seed reports Sprites), and every pass."""
+    the row values (mean over sides, as the seed reports Sprites), and every pass.
+    `real`: the judge's probabilities on each batch's real sequences, `posteriors`: each batch's
+    posterior means, when the caller has them already (both are the same for every side and pass)."""
     batches = list(batches)
     generator_only = "encode" not in model.capabilities
-    real = [judge.probs(b["x"]) for b in batches]
+    real = [judge.probs(b["x"]) for b in batches] if real is None else real
+    if posteriors is None:
+        posteriors = [None if generator_only else model.encode(b["x"], sample=False) for b in batches]
     out, per_pass = {}, {}
     for side in sides:
         runs = []
         for p in range(passes):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed * 1000 + p)
-                gen = [judge.probs(resample(model, b["x"], side.keep,
-                                            {f: judge.targets(b, f) for f in side.judged})) for b in batches]
+                gen = [judge.probs(resample(model, b["x"], side.keep, {f: judge.targets(b, f) for f in side.judged},
+                                            post)) for b, post in zip(batches, posteriors)]
             g = {f: torch.cat([d[f] for d in gen]) for f in judge.families}
             r = {f: torch.cat([d[f] for d in real]) for f in judge.families}
             # Acc: agreement with the judge's label of the real source (the seed's appendix C);
@@ -113,7 +121,7 @@ def fix_resample_protocol(model, judge, batches: Iterable[dict], sides: tuple[Si
     return {"metrics": out, "passes": per_pass}
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def speaker_verification(model, x: torch.Tensor, utterance: torch.Tensor, speaker: torch.Tensor,
                          batch_size: int = 512) -> dict[str, float]:
     """Table 3: EER (%) of cosine scoring over all unordered pairs of test utterances, with the

@@ -191,3 +191,65 @@ def test_sprites_row_value_uses_the_per_attribute_static_side():
     (static_side,) = [s for s in PROTOCOLS["sprites"] if s.keep == "static"]
     assert static_side.hit == "mean" and set(static_side.judged) == {"skin", "top", "pants", "hair"}
     assert all(s.hit == "all" for s in PROTOCOLS["smmnist"])
+
+
+def _smoke_s3vae_and_data(n=40):
+    """An untrained S3VAE (its encoder is a real network) and sprites-shaped smoke data."""
+    from benchmark.config import resolve_config
+    from benchmark.data import load_dataset
+    from benchmark.zoo import build_model
+    from models.judge import Judge
+    ds = load_dataset("sprites", "test", "smoke")
+    cfg = resolve_config("s3vae", "sprites", "smoke")
+    torch.manual_seed(0)
+    model = build_model(cfg, ds.info).eval()
+    judge = Judge(ds.info, width=0.125, hidden=8, feat_dim=8).eval()
+    with torch.no_grad():  # an untrained judge is near uniform; sharp heads make its labels depend on the input
+        for head in judge.heads.values():
+            head.weight.mul_(300.0)
+    return model, judge, ds
+
+
+def test_shared_posteriors_leave_every_pass_unchanged():
+    """The fast path (one posterior per batch for all sides and passes, the real pass given) equals the
+    reference that re-encodes every batch in every pass, because encoding draws no random numbers."""
+    static, dynamic = LAYOUTS["sprites"]
+    model, judge, batches = ToyModel(static, dynamic, ignore_zt=True), ToyJudge(static, dynamic), toy_batches(static, dynamic)
+    sides = PROTOCOLS["sprites"]
+    reference = fix_resample_protocol(model, judge, batches, sides, passes=2, seed=3,
+                                      posteriors=[None] * len(batches))  # None: resample encodes per pass
+    fast = fix_resample_protocol(model, judge, batches, sides, passes=2, seed=3,
+                                 real=[judge.probs(b["x"]) for b in batches],
+                                 posteriors=[model.encode(b["x"], sample=False) for b in batches])
+    assert fast == reference
+    assert fix_resample_protocol(model, judge, batches, sides, passes=2, seed=4) != reference, "the test can fail"
+    # the premise, for a real model: its deterministic encoding leaves the random stream where it was
+    s3vae, _, ds = _smoke_s3vae_and_data()
+    state = torch.get_rng_state()
+    s3vae.encode(ds.batch(torch.arange(4))["x"], sample=False)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_protocol_metrics_equal_the_separate_scorers_and_cache_the_real_pass(monkeypatch):
+    """One call shares posteriors and the judge's real pass between the protocol and the reconstruction
+    report; its numbers are those of the two run apart. A judge with a fingerprint reads real data once."""
+    import benchmark.api as api
+    from benchmark.diagnose import reconstruction_report
+    model, judge, ds = _smoke_s3vae_and_data()
+    batches = api.protocol_batches(ds, 30, "cpu")
+    apart = {**fix_resample_protocol(model, judge, batches, PROTOCOLS["sprites"], passes=1, seed=0)["metrics"],
+             **reconstruction_report(model, judge, ds, 30)}
+    judge.fingerprint = "test-judge"
+    monkeypatch.setattr(api, "_REAL_PROBS", {})
+    calls = []
+    real_probs = judge.probs
+    monkeypatch.setattr(judge, "probs", lambda x: calls.append(len(x)) or real_probs(x))
+    together = api.protocol_metrics(model, judge, ds, passes=1, seed=0, max_sequences=30)["metrics"]
+    assert together.keys() == apart.keys()
+    for k in apart:
+        assert together[k] == pytest.approx(apart[k], rel=1e-5, abs=1e-6), k
+    # real once + 2 sides × 1 pass + reconstructions once = 4 judge passes over the 30 sequences
+    assert calls == [30] * 4
+    calls.clear()
+    api.protocol_metrics(model, judge, ds, passes=1, seed=0, max_sequences=30)
+    assert calls == [30] * 3, "the real pass is cached by judge fingerprint and split"
