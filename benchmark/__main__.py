@@ -164,6 +164,12 @@ def cmd_curves(args):
         print(f"wrote {f}")
 
 
+def cmd_migrate_checkpoint(args):
+    from benchmark.safeload import migrate_checkpoint
+    for path in args.paths:
+        print(f"{migrate_checkpoint(path, trust=args.trust)}: rewritten as tensors and plain values")
+
+
 def get_profile_name(name):
     from benchmark.profiles import get_profile
     return get_profile(name).name
@@ -273,6 +279,11 @@ def main(argv=None):
     p.add_argument("--out", default="results/sweeps")
     p.add_argument("--tracking-uri", default=None)
     p.set_defaults(fn=cmd_sweep)
+    p = sub.add_parser("migrate-checkpoint", help="rewrite checkpoints from before data-only loading (trusted files only)")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--trust", action="store_true", help="you know where the file comes from: reading the old format "
+                                                        "unpickles it, which can run code")
+    p.set_defaults(fn=cmd_migrate_checkpoint)
     args = ap.parse_args(argv)
     from benchmark.trainer import TrainingError
     from benchmark.sweep import SweepError

@@ -283,7 +283,8 @@ def load_checkpoint(run_id: str | None = None, checkpoint: str | None = None, tr
         path = Path(checkpoint)
         if not path.is_file():
             raise FileNotFoundError(f"--checkpoint {path}: no such file")
-    payload = torch.load(path, map_location="cpu", weights_only=False)
+    from benchmark.safeload import load_data
+    payload = load_data(path, "--checkpoint" if checkpoint else f"--run {run_id}:")
     if not isinstance(payload, dict) or "config" not in payload:
         raise ValueError(f"{path}: not a checkpoint written by this harness")
     return payload, path

@@ -12,6 +12,7 @@ from benchmark.config import RunConfig
 from benchmark.data import _import_all, cache_dir, concat_datasets, fingerprint, load_dataset
 from benchmark.profiles import get_profile
 from benchmark.registry import JUDGE_EXTRAS
+from benchmark.safeload import load_data
 from benchmark.seeding import seed_everything
 from benchmark.trainer import Trainer
 from metrics.classification import accuracy, multi_label_accuracy
@@ -110,7 +111,7 @@ def get_judge(dataset_name: str, profile: str = "cpu", data_dir: str | None = No
     fp = _fingerprint(train, cfg, settings)
     path = cache_dir() / "judges" / f"{dataset_name}-{fp}.pt"
     if path.exists() and not force:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
+        payload = load_data(path, "judge cache")  # data only: a tampered cache cannot run code
         judge = Judge(train.info, cfg.model.width, cfg.model.hidden, cfg.model.feat_dim)
         judge.load_state_dict(payload["state"])
         judge.fingerprint = fp  # what its cached passes over real data are keyed by

@@ -21,13 +21,24 @@ def derive(seed: int, *tags) -> int:
 
 
 def rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+    """Every generator's state as tensors and plain values, so checkpoints load with weights_only=True."""
+    return portable_rng_state({"python": random.getstate(), "numpy": np.random.get_state(),
+                               "torch": torch.get_rng_state(),
+                               "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None})
+
+
+def portable_rng_state(state: dict) -> dict:
+    """numpy's (name, uint32 keys, pos, has_gauss, cached) with the keys as an int64 tensor."""
+    name, keys, *rest = state["numpy"]
+    if isinstance(keys, np.ndarray):
+        keys = torch.from_numpy(keys.astype(np.int64))
+    return {**state, "numpy": (name, keys, *(v.item() if isinstance(v, np.generic) else v for v in rest))}
 
 
 def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.int64).astype(np.uint32), *rest))
     torch.set_rng_state(state["torch"])
     if state.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

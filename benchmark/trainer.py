@@ -13,6 +13,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
+from benchmark.safeload import load_data
 from benchmark.seeding import derive, rng_state, set_rng_state
 from models.base import calibrate_recon_sigma
 
@@ -188,9 +189,9 @@ class Trainer:
         if not path.is_file():
             raise TrainingError(f"--resume {path}: no such checkpoint file")
         try:
-            payload = torch.load(path, map_location=self.device, weights_only=False)
-        except Exception as e:  # noqa: BLE001 - any unreadable file gets the same clear message
-            raise TrainingError(f"--resume {path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+            payload = load_data(path, "--resume", map_location=self.device)
+        except ValueError as e:  # unreadable, or refused because it could run code: the message says which
+            raise TrainingError(str(e)) from None
         if not isinstance(payload, dict) or "model" not in payload:
             raise TrainingError(f"--resume {path}: not a checkpoint written by this harness")
         saved = payload["config"]

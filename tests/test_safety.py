@@ -1,0 +1,85 @@
+"""No code runs from a file we load: crafted pickles are refused by --resume, eval --checkpoint and the
+judge cache, with an error that names the file; old checkpoints convert only with --trust."""
+import json
+import os
+
+import numpy as np
+import torch
+
+from benchmark.__main__ import main
+
+
+class Payload:
+    """Unpickling this object runs a shell command (writes the marker file)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _evil(path, marker):
+    torch.save({"model": {}, "config": {"model": {"name": "s3vae"}}, "x": Payload(marker)}, path)
+    return path
+
+
+def test_crafted_pickle_does_not_run_from_resume_or_eval(workdir, capsys):
+    marker = workdir / "pwned"
+    evil = _evil(workdir / "evil.pt", marker)
+    assert main(["train", "--profile", "smoke", "--resume", str(evil)]) == 2
+    err = capsys.readouterr().err
+    assert "--resume" in err and str(evil) in err and "refused" in err
+    assert main(["eval", "--checkpoint", str(evil)]) == 2
+    err = capsys.readouterr().err
+    assert "--checkpoint" in err and str(evil) in err and "refused" in err
+    assert not marker.exists(), "the payload ran"
+
+
+def test_crafted_judge_cache_does_not_run(workdir, capsys):
+    from benchmark.data import cache_dir, load_dataset
+    from benchmark.judges import _fingerprint, get_judge, judge_config, judge_settings
+    get_judge("sprites", "smoke", progress=False)
+    train = load_dataset("sprites", "train", "smoke")
+    fp = _fingerprint(train, judge_config("smoke", "sprites"), judge_settings("smoke", "sprites"))
+    path = cache_dir() / "judges" / f"sprites-{fp}.pt"
+    assert path.is_file()
+    marker = workdir / "pwned-judge"
+    torch.save({"state": {}, "report": Payload(marker)}, path)
+    try:
+        get_judge("sprites", "smoke", progress=False)
+        raise AssertionError("a crafted judge cache was accepted")
+    except ValueError as e:
+        assert "judge cache" in str(e) and str(path) in str(e)
+    finally:
+        path.unlink()  # the next get_judge retrains it
+    assert not marker.exists(), "the payload ran"
+
+
+def test_checkpoints_are_data_only_and_old_ones_convert_with_trust(workdir, capsys):
+    from benchmark.safeload import load_data
+    assert main(["train", "--profile", "smoke"]) == 0
+    ckpt = json.loads(capsys.readouterr().out)["checkpoint"]
+    payload = load_data(ckpt, "test")  # weights_only=True: everything we save is tensors and plain values
+    assert isinstance(payload["rng"]["numpy"][1], torch.Tensor)
+    # an old-format checkpoint (numpy state as an ndarray) is refused, then converted only with --trust
+    old = payload | {"rng": payload["rng"] | {"numpy": np.random.get_state()}}
+    old_path = workdir / "old.pt"
+    torch.save(old, old_path)
+    assert main(["eval", "--checkpoint", str(old_path)]) == 2
+    assert "migrate-checkpoint" in capsys.readouterr().err
+    assert main(["migrate-checkpoint", str(old_path)]) == 2
+    assert "--trust" in capsys.readouterr().err
+    assert main(["migrate-checkpoint", str(old_path), "--trust"]) == 0
+    converted = load_data(old_path, "test")
+    assert np.array_equal(np.asarray(converted["rng"]["numpy"][1]), np.random.get_state()[1].astype(np.int64))
+
+
+def test_resumed_rng_state_round_trips():
+    from benchmark.seeding import rng_state, seed_everything, set_rng_state
+    seed_everything(3)
+    state = rng_state()
+    a = (np.random.rand(3), torch.rand(3))
+    set_rng_state(state)
+    b = (np.random.rand(3), torch.rand(3))
+    assert np.array_equal(a[0], b[0]) and torch.equal(a[1], b[1])
