@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import sys
 
 import torch
 
@@ -12,7 +13,7 @@ from benchmark.config import RunConfig
 from benchmark.data import _import_all, cache_dir, concat_datasets, fingerprint, load_dataset
 from benchmark.profiles import get_profile
 from benchmark.registry import JUDGE_EXTRAS
-from benchmark.safeload import load_data
+from benchmark.safeload import UnsafeFileError, load_data
 from benchmark.seeding import seed_everything
 from benchmark.trainer import Trainer
 from metrics.classification import accuracy, multi_label_accuracy
@@ -110,8 +111,15 @@ def get_judge(dataset_name: str, profile: str = "cpu", data_dir: str | None = No
     train = load_dataset(dataset_name, "train", profile, data_dir)
     fp = _fingerprint(train, cfg, settings)
     path = cache_dir() / "judges" / f"{dataset_name}-{fp}.pt"
+    payload = None
     if path.exists() and not force:
-        payload = load_data(path, "judge cache")  # data only: a tampered cache cannot run code
+        try:
+            payload = load_data(path, "judge cache")  # data only: a crafted cache is refused, never run
+        except UnsafeFileError as e:
+            raise UnsafeFileError(f"{e}. A judge cache is not migrated but retrained: delete {path}") from None
+        except ValueError as e:  # truncated or not a torch file: retrain it
+            print(f"warning: {e}; retraining the judge", file=sys.stderr)
+    if payload is not None:
         judge = Judge(train.info, cfg.model.width, cfg.model.hidden, cfg.model.feat_dim)
         judge.load_state_dict(payload["state"])
         judge.fingerprint = fp  # what its cached passes over real data are keyed by

@@ -83,3 +83,37 @@ def test_resumed_rng_state_round_trips():
     set_rng_state(state)
     b = (np.random.rand(3), torch.rand(3))
     assert np.array_equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_damaged_cache_file_is_rebuilt(tmp_path, monkeypatch, capsys):
+    from benchmark.data import cached_arrays
+    monkeypatch.setenv("BENCHMARK_CACHE", str(tmp_path))
+    builds = []
+
+    def build():
+        builds.append(1)
+        return {"x": np.arange(1000, dtype=np.float32), "y": np.ones((4, 5))}
+
+    first = cached_arrays("probe", "k", build)
+    assert len(builds) == 1 and np.array_equal(cached_arrays("probe", "k", build)["x"], first["x"])
+    assert len(builds) == 1, "an intact cache is reused"
+    path = tmp_path / "probe-k.npz"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # truncated
+    assert np.array_equal(cached_arrays("probe", "k", build)["x"], first["x"]) and len(builds) == 2
+    assert "damaged" in capsys.readouterr().err
+    data = bytearray(path.read_bytes())
+    data[len(data) // 3] ^= 0xFF  # same size, one byte altered
+    path.write_bytes(bytes(data))
+    assert np.array_equal(cached_arrays("probe", "k", build)["x"], first["x"]) and len(builds) == 3
+
+
+def test_truncated_judge_cache_is_retrained(workdir, capsys):
+    from benchmark.data import cache_dir
+    from benchmark.judges import get_judge
+    _, report = get_judge("sprites", "smoke", progress=False)
+    path = cache_dir() / "judges" / f"sprites-{report['fingerprint']}.pt"
+    path.write_bytes(path.read_bytes()[:100])
+    judge, again = get_judge("sprites", "smoke", progress=False)
+    assert "retraining the judge" in capsys.readouterr().err
+    assert again["fingerprint"] == report["fingerprint"] and again["run_id"] != report["run_id"]

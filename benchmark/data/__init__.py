@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -99,16 +100,49 @@ def fingerprint(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _read_cache(path: Path, record: Path) -> dict | None:
+    """The arrays of a cache file if it is intact, else None. Intact = its sha256 matches the record written
+    with it; a file from before records existed is trusted once if every array reads back (zip CRCs), and
+    gets its record then."""
+    if record.exists() and record.read_text().strip() != _sha256(path):
+        return None
+    try:
+        with np.load(path) as z:  # allow_pickle stays False: a cache holds arrays only
+            arrays = {k: z[k] for k in z.files}
+    except Exception:  # noqa: BLE001 - truncated or not an npz: rebuild
+        return None
+    if not record.exists():
+        record.write_text(_sha256(path) + "\n")
+    return arrays
+
+
 def cached_arrays(name: str, key: str, build):
-    """Load `{name}-{key}.npz` from the cache, or call build() -> dict of arrays and save it atomically."""
+    """Load `{name}-{key}.npz` from the cache, or call build() -> dict of arrays and save it atomically with
+    its checksum. A truncated or altered cache file is detected and rebuilt, never used."""
     path = cache_dir() / f"{name}-{key}.npz"
+    record = path.with_suffix(".sha256")
     if path.exists():
-        with np.load(path) as z:
-            return {k: z[k] for k in z.files}
+        arrays = _read_cache(path, record)
+        if arrays is not None:
+            return arrays
+        print(f"warning: cache file {path} is damaged (truncated, or its checksum does not match {record.name}); "
+              f"rebuilding it", file=sys.stderr)
     arrays = build()
     tmp = path.with_suffix(".tmp.npz")
     np.savez(tmp, **arrays)
+    digest = _sha256(tmp)
     os.replace(tmp, path)
+    tmp_record = record.with_suffix(".sha256.tmp")
+    tmp_record.write_text(digest + "\n")
+    os.replace(tmp_record, record)  # a crash between the two replaces leaves a file the record rejects: rebuilt
     return arrays
 
 
