@@ -29,8 +29,7 @@ def curve_metrics(dataset: str, available: set[str]) -> list[str]:
 
 def collect_curves(runs, hue: str, uri: str | None = None) -> pd.DataFrame:
     """Long form (run_id, model, dataset, seed, hue, step, train_time_s, metric, value) of the runs' val/* metrics."""
-    from mlflow.tracking import MlflowClient
-    client = MlflowClient(tracking.resolve_uri(uri))
+    client = tracking.get_client(tracking.resolve_uri(uri))
     rows = []
     for r in runs:
         names = [k for k in r.data.metrics if k.startswith("val/")]

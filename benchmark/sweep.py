@@ -89,9 +89,10 @@ def make_storage(spec: SweepSpec):
     def on_dead_trial(study, trial):
         _close_dead_trial_run(study, trial, uri)
         retry(study, trial)
-    try:
-        return RDBStorage(spec.storage, engine_kwargs=engine, heartbeat_interval=spec.heartbeat_s,
-                          grace_period=spec.grace_s, heartbeat_stale_trial_callback=on_dead_trial)
+    try:  # creating the schema of a fresh storage: one process at a time on this machine (tracking.store_lock)
+        with tracking.store_lock(spec.storage):
+            return RDBStorage(spec.storage, engine_kwargs=engine, heartbeat_interval=spec.heartbeat_s,
+                              grace_period=spec.grace_s, heartbeat_stale_trial_callback=on_dead_trial)
     except Exception as e:  # noqa: BLE001 - a bad URL, a missing driver, a dead server: one clear message
         raise SweepError(f"--storage {spec.storage}: cannot open the Optuna storage ({type(e).__name__}: {e}); "
                          "expected an SQLAlchemy URL such as sqlite:///optuna.db or "
@@ -101,8 +102,7 @@ def make_storage(spec: SweepSpec):
 def _close_dead_trial_run(study, trial, uri) -> None:
     """The MLflow run of a trial whose worker died stays RUNNING forever unless someone ends it."""
     try:
-        from mlflow.tracking import MlflowClient
-        client = MlflowClient(uri)
+        client = tracking.get_client(uri)
         for run in tracking.search_runs(f"tags.study = '{study.study_name}' and "
                                         f"tags.optuna_trial_id = '{trial._trial_id}'", uri):
             if run.info.status == "RUNNING":
@@ -148,7 +148,6 @@ class Objective:
 
     def __call__(self, trial) -> float:
         import optuna
-        from mlflow.tracking import MlflowClient
 
         from benchmark.api import train
         from benchmark.config import resolve_config
@@ -160,7 +159,7 @@ class Objective:
         hook = _ValReport(trial, self.validator, self.space.metric)
         tags = {"kind": "trial", "study": s.study, "optuna_trial": trial.number, "optuna_trial_id": trial._trial_id,
                 "space": self.space.name}
-        client = MlflowClient(s.tracking_uri)
+        client = tracking.get_client(s.tracking_uri)
         try:
             summary = train(cfg, tracking_uri=s.tracking_uri, progress=s.progress, ckpt_root=s.ckpt_root,
                             parent_run_id=self.parent, extra_tags=tags, hooks=[hook])
@@ -393,8 +392,7 @@ def report_study(study_name: str, storage: str = DEFAULT_STORAGE, out: str | Pat
                 run.log_metrics({f"best_{metric}": summary["best"]["value"]}, 0)
                 run.set_tags({f"best.{k}": f"{v:.6g}" for k, v in summary["best"]["params"].items()})
             run.flush()
-            from mlflow.tracking import MlflowClient
-            MlflowClient(tracking.resolve_uri(tracking_uri)).set_terminated(parent, "FINISHED")
+            tracking.get_client(tracking.resolve_uri(tracking_uri)).set_terminated(parent, "FINISHED")
         except Exception as e:  # noqa: BLE001 - the files are written; say why MLflow did not get them
             print(f"warning: sweep report not logged to MLflow run {parent}: {e}", file=sys.stderr)
     summary["files"] = [str(f) for f in files]

@@ -104,16 +104,63 @@ class Tracker:
 
 
 @contextmanager
+def store_lock(uri: str):
+    """Held while a store may be initialised: processes on one machine sharing a SQLite file take turns
+    (two at once both run MLflow's schema migration, and one dies); a no-op for a server URI."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+    lock = Path(uri[len("sqlite:///"):] + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _initialising(uri: str, what: str, fn, attempts: int = 5):
+    """fn() while the store may be initialised: serialised by `store_lock` on one machine, retried where a
+    database is shared by machines (another process may be mid-migration or win a unique-name race)."""
+    import time
+    for attempt in range(attempts):
+        try:
+            with store_lock(uri):
+                return fn()
+        except Exception as e:  # noqa: BLE001 - migration / unique-name races surface as several types
+            if attempt == attempts - 1:
+                raise TrackingError(f"tracking store {uri}: cannot {what} ({type(e).__name__}: {str(e)[:300]})") \
+                    from None
+            time.sleep(0.5 * (attempt + 1))
+
+
+def get_client(uri: str | None = None):
+    """An MlflowClient on the store; creating one creates a fresh store's schema, so it is made through
+    `_initialising` (several table or sweep workers start at once on a new store)."""
+    from mlflow.tracking import MlflowClient
+    uri = resolve_uri(uri)
+    return _initialising(uri, "open the store", lambda: MlflowClient(uri))
+
+
+def experiment_id(client, uri: str, name: str) -> str:
+    """The experiment's id, created on first use (safely when several processes start at once)."""
+    def get_or_create():
+        exp = client.get_experiment_by_name(name)
+        return exp.experiment_id if exp else client.create_experiment(name)
+    return _initialising(uri, f"open or create experiment {name!r}", get_or_create)
+
+
+@contextmanager
 def start_run(run_name: str, tags: dict | None = None, uri: str | None = None,
               experiment: str = DEFAULT_EXPERIMENT, parent_run_id: str | None = None, run_id: str | None = None):
     """A tracked run (or `run_id` reopened to continue it); ends FINISHED on success, FAILED
     (with the error as a tag) on an exception, KILLED on Ctrl-C."""
-    from mlflow.tracking import MlflowClient
     uri = resolve_uri(uri)
     health_check(uri)
-    client = MlflowClient(uri)
-    exp = client.get_experiment_by_name(experiment)
-    exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
+    client = get_client(uri)
+    exp_id = experiment_id(client, uri, experiment)
     tags = {k: str(v) for k, v in (tags or {}).items()}
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
@@ -138,30 +185,27 @@ def start_run(run_name: str, tags: dict | None = None, uri: str | None = None,
 
 def open_run(run_id: str, uri: str | None = None) -> Tracker:
     """A Tracker on an existing run (evaluation results are logged to the run they evaluate)."""
-    from mlflow.tracking import MlflowClient
-    return Tracker(find_run(run_id, uri), MlflowClient(resolve_uri(uri)))
+    return Tracker(find_run(run_id, uri), get_client(uri))
 
 
 def download_artifact(run_id: str, path: str, uri: str | None = None) -> str:
-    from mlflow.tracking import MlflowClient
-    return MlflowClient(resolve_uri(uri)).download_artifacts(run_id, path)
+    return get_client(uri).download_artifacts(run_id, path)
 
 
 def find_run(run_id: str, uri: str | None = None):
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
     uri = resolve_uri(uri)
     health_check(uri)
+    client = get_client(uri)
     try:
-        return MlflowClient(uri).get_run(run_id)
+        return client.get_run(run_id)
     except MlflowException:
         raise TrackingError(f"--run {run_id}: no such run in {uri}") from None
 
 
 def search_runs(filter_string: str, uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT) -> list:
     """Runs of the experiment matching an MLflow filter, newest first."""
-    from mlflow.tracking import MlflowClient
-    client = MlflowClient(resolve_uri(uri))
+    client = get_client(uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         return []

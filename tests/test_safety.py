@@ -6,6 +6,8 @@ import os
 import numpy as np
 import torch
 
+from benchmark import tracking
+
 from benchmark.__main__ import main
 
 
@@ -117,3 +119,25 @@ def test_truncated_judge_cache_is_retrained(workdir, capsys):
     judge, again = get_judge("sprites", "smoke", progress=False)
     assert "retraining the judge" in capsys.readouterr().err
     assert again["fingerprint"] == report["fingerprint"] and again["run_id"] != report["run_id"]
+
+
+def test_processes_starting_at_once_on_a_fresh_store_all_work(tmp_path):
+    """Three processes open one new SQLite MLflow store and Optuna storage at the same moment: all exit 0
+    (unserialised, two of them run MLflow's schema migration at once and one dies)."""
+    import subprocess
+    import sys
+    uri, storage = f"sqlite:///{tmp_path / 'fresh.db'}", f"sqlite:///{tmp_path / 'optuna.db'}"
+    code = ("import sys, time; from benchmark import tracking; from benchmark.sweep import SweepSpec, make_storage\n"
+            "t = float(sys.argv[1]); time.sleep(max(0, t - time.time()))\n"
+            f"make_storage(SweepSpec('lambdas', 'sprites', 1, storage={storage!r}, tracking_uri={uri!r}))\n"
+            f"with tracking.start_run('p', uri={uri!r}) as r: r.log_metrics({{'m': 1.0}}, 0)\n")
+    import time
+    start = time.time() + 8  # every process imports mlflow first, then all open the store together
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(start)], stderr=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    errs = [p.communicate(timeout=180)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], errs
+    import mlflow
+    runs = mlflow.MlflowClient(uri).search_runs([tracking.experiment_id(mlflow.MlflowClient(uri), uri,
+                                                                        tracking.DEFAULT_EXPERIMENT)])
+    assert len(runs) == 3
