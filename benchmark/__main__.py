@@ -150,16 +150,17 @@ def cmd_claims(args):
 
 
 def cmd_curves(args):
-    from benchmark.curves import filtered_curves, table_curves
+    from benchmark.curves import filtered_curves, parse_targets, table_curves
     command = " ".join(["python -m benchmark"] + sys.argv[1:])
+    targets = parse_targets(args.until) or None
     if (args.table is None) == (args.filter is None):
         raise ValueError("curves: give exactly one of --table N or --filter \"tags.study = 'NAME'\"")
     if args.table is not None:
-        files = table_curves(args.table, args.out, args.tracking_uri, command)
+        files = table_curves(args.table, args.out, args.tracking_uri, command, targets)
     else:
         if not args.name:
             raise ValueError("curves --filter: also give --name (the output files' stem)")
-        files = filtered_curves(args.filter, args.name, args.hue, args.out, args.tracking_uri, command)
+        files = filtered_curves(args.filter, args.name, args.hue, args.out, args.tracking_uri, command, targets)
     for f in files:
         print(f"wrote {f}")
 
@@ -258,6 +259,9 @@ def main(argv=None):
     p.add_argument("--filter", default=None, help="MLflow filter over training runs, e.g. \"tags.study = 'lik'\"")
     p.add_argument("--name", default=None, help="output stem for --filter (results/curves/NAME.png, .csv, .md, .json)")
     p.add_argument("--hue", default="model", help="one line per value of this tag or param (e.g. loss.recon; several: model,loss.recon)")
+    p.add_argument("--until", action="append", metavar="METRIC=VALUE",
+                   help="report the steps and training minutes to reach a val value, e.g. acc=80 or eer_z_f=20 "
+                        "(repeatable; default: the dataset's learning floors on recon_acc_*)")
     p.add_argument("--out", default="results/curves")
     p.add_argument("--tracking-uri", default=None)
     p.set_defaults(fn=cmd_curves)

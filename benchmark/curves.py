@@ -107,6 +107,58 @@ def _label(metric: str) -> str:
             "eer_z_t": "EER z_1:T (%, higher better)"}.get(metric, f"{metric} (%)" if metric.startswith("acc") else metric)
 
 
+LOWER_IS_BETTER = ("recon_mse", "eer_z_f")
+
+
+def parse_targets(specs: list[str] | None) -> list[tuple[str, float]]:
+    """`--until acc=80 --until eer_z_f=20` -> [(metric, value)]; a clear error for a malformed one."""
+    out = []
+    for spec in specs or ():
+        name, sep, value = spec.partition("=")
+        try:
+            out.append((name.strip(), float(value)))
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise ValueError(f"--until {spec!r}: expected METRIC=VALUE, e.g. acc=80 or eer_z_f=20")
+    return out
+
+
+def default_targets(dataset: str) -> list[tuple[str, float]]:
+    """The learning floors of a dataset, as judge-on-reconstruction targets."""
+    return [(f"recon_acc_{f}", v) for f, v in LEARNING_FLOORS.get(dataset, {}).items()]
+
+
+def time_to_target(df: pd.DataFrame, metric: str, target: float) -> pd.DataFrame:
+    """Per line (hue) and seed: the first scored step and training minutes at which `metric` reaches `target`
+    (≥, or ≤ for a lower-is-better metric); NaN where it never does, with the steps it was given."""
+    lower = metric in LOWER_IS_BETTER
+    rows = []
+    for (hue, seed), g in df[df.metric == metric].sort_values("step").groupby(["hue", "seed"]):
+        hit = g[g.value <= target] if lower else g[g.value >= target]
+        first = hit.iloc[0] if len(hit) else None
+        rows.append({"hue": hue, "seed": seed, "metric": metric, "target": target,
+                     "step": float(first.step) if first is not None else float("nan"),
+                     "train_min": float(first.train_time_s) / 60 if first is not None and first.train_time_s is not None
+                     else float("nan"), "max_step": int(g.step.max())})
+    return pd.DataFrame(rows)
+
+
+def targets_table(df: pd.DataFrame, dataset: str, targets: list[tuple[str, float]]) -> str:
+    """Markdown: time to each target, per line (mean over the seeds that reached it, and how many did)."""
+    d = df[df.dataset == dataset]
+    lines = ["| line | metric | target | seeds reaching | step | train min |", "|---|---|---|---|---|---|"]
+    for metric, target in targets:
+        t = time_to_target(d, metric, target)
+        for hue, g in t.groupby("hue"):
+            ok = g.dropna(subset=["step"])
+            cmp = "≤" if metric in LOWER_IS_BETTER else "≥"
+            lines.append(f"| {hue} | {metric} | {cmp} {target:g} | {len(ok)}/{len(g)} | "
+                         + (f"{ok.step.mean():.0f} | {ok.train_min.mean():.1f} |" if len(ok) else
+                            f"not within {g.max_step.max()} steps | — |"))
+    return "\n".join(lines)
+
+
 def summary_table(df: pd.DataFrame, dataset: str) -> str:
     """Markdown: per line (hue) and scored step, the mean over seeds of each panel's metric."""
     d = df[df.dataset == dataset]
@@ -120,7 +172,7 @@ def summary_table(df: pd.DataFrame, dataset: str) -> str:
 
 
 def write_curves(runs, name: str, hue: str, out: str | Path, uri: str | None, command: str, title: str,
-                 log_to: str | None = None) -> list[Path]:
+                 log_to: str | None = None, targets: list[tuple[str, float]] | None = None) -> list[Path]:
     """Figures (one per dataset), the long-form CSV, a markdown summary and provenance for `runs`."""
     df = collect_curves(runs, hue, uri)
     if df.empty:
@@ -142,6 +194,9 @@ def write_curves(runs, name: str, hue: str, out: str | Path, uri: str | None, co
         stem = name if len(datasets) == 1 else f"{name}-{d}"
         files.append(plot_curves(df, d, f"{title} ({d})", out / f"{stem}.png"))
         md += [f"## {d}", "", summary_table(df, d), ""]
+        wanted = [t for t in (targets or default_targets(d)) if t[0] in set(df[df.dataset == d].metric)]
+        if wanted:
+            md += ["### Time to target (training minutes exclude evaluation)", "", targets_table(df, d, wanted), ""]
     df.to_csv(out / f"{name}.csv", index=False)
     (out / f"{name}.md").write_text("\n".join(md) + "\n")
     runs_meta = [{"run_id": r.info.run_id, "model": r.data.tags.get("model"), "dataset": r.data.tags.get("dataset"),
@@ -159,7 +214,8 @@ def write_curves(runs, name: str, hue: str, out: str | Path, uri: str | None, co
     return files
 
 
-def table_curves(number: int, out="results/curves", uri: str | None = None, command: str = "") -> list[Path]:
+def table_curves(number: int, out="results/curves", uri: str | None = None, command: str = "",
+                 targets: list[tuple[str, float]] | None = None) -> list[Path]:
     """The curves of the newest finished run of table N, one figure per dataset, logged to the table's run."""
     parents = [r for r in tracking.search_runs(f"tags.kind = 'table' and tags.table = '{number}'", uri)
                if r.info.status == "FINISHED"]
@@ -169,11 +225,11 @@ def table_curves(number: int, out="results/curves", uri: str | None = None, comm
     jobs = json.loads(Path(tracking.download_artifact(parent.info.run_id, "jobs.json", uri)).read_text())
     runs = [tracking.find_run(j["run_id"], uri) for j in jobs]
     return write_curves(runs, f"table{number}", "model", out, uri, command, f"Table {number}",
-                        log_to=parent.info.run_id)
+                        log_to=parent.info.run_id, targets=targets)
 
 
 def filtered_curves(filter_string: str, name: str, hue: str = "model", out="results/curves", uri: str | None = None,
-                    command: str = "") -> list[Path]:
+                    command: str = "", targets: list[tuple[str, float]] | None = None) -> list[Path]:
     """The curves of every finished training run matching an MLflow filter (e.g. "tags.study = 'x'")."""
     runs = [r for r in tracking.search_runs(filter_string, uri) if r.info.status == "FINISHED"
             and r.data.tags.get("kind") == "train"]
@@ -181,4 +237,4 @@ def filtered_curves(filter_string: str, name: str, hue: str = "model", out="resu
         raise FileNotFoundError(f"curves --filter {filter_string!r}: no finished training run matches in "
                                 f"{tracking.resolve_uri(uri)}")
     print(f"[curves] {len(runs)} runs", file=sys.stderr)
-    return write_curves(runs, name, hue, out, uri, command, name)
+    return write_curves(runs, name, hue, out, uri, command, name, targets=targets)

@@ -60,3 +60,29 @@ def test_hue_joins_several_keys():
     assert _hue_value(run, "model,loss.recon") == "s3vae loss.recon=bce"
     assert _hue_value(run, "loss.mi_reduce") == "loss.mi_reduce=?"
     assert _hue_value(run, "model,loss.mi_reduce,loss.recon") == "s3vae loss.recon=bce"  # absent keys left out
+
+
+def test_time_to_target_known_answer():
+    import math
+
+    import pandas as pd
+    import pytest
+
+    from benchmark.curves import parse_targets, targets_table, time_to_target
+    rows = []
+    for seed, accs in ((0, [10, 50, 85, 90]), (1, [10, 40, 60, 81])):
+        for i, a in enumerate(accs):
+            rows.append({"hue": "s3vae", "seed": seed, "dataset": "sprites", "metric": "acc", "step": 500 * (i + 1),
+                         "train_time_s": 60.0 * (i + 1), "value": float(a)})
+            rows.append({"hue": "s3vae", "seed": seed, "dataset": "sprites", "metric": "recon_mse",
+                         "step": 500 * (i + 1), "train_time_s": 60.0 * (i + 1), "value": 1.0 / (i + 1)})
+    df = pd.DataFrame(rows)
+    t = time_to_target(df, "acc", 80).set_index("seed")
+    assert t.loc[0, "step"] == 1500 and t.loc[0, "train_min"] == 3.0 and t.loc[1, "step"] == 2000
+    assert math.isnan(time_to_target(df, "acc", 95).step.iloc[0])
+    assert time_to_target(df, "recon_mse", 0.3).step.tolist() == [2000, 2000], "lower is better: first ≤ target"
+    md = targets_table(df, "sprites", [("acc", 80), ("acc", 95)])
+    assert "| s3vae | acc | ≥ 80 | 2/2 | 1750 | 3.5 |" in md and "not within 2000 steps" in md
+    assert parse_targets(["acc=80", "eer_z_f=20.5"]) == [("acc", 80.0), ("eer_z_f", 20.5)]
+    with pytest.raises(ValueError, match="--until 'acc'"):
+        parse_targets(["acc"])
