@@ -108,8 +108,12 @@ def cmd_eval(args):
 
 def cmd_run(args):
     from benchmark.tables import run_table
+    if args.workers < 1:
+        raise ValueError(f"--workers {args.workers}: expected 1 or more processes")
     res = run_table(args.table, get_profile_name(args.profile), args.seeds, args.datasets, args.models, args.out,
-                    args.tracking_uri, args.force, args.passes)
+                    args.tracking_uri, args.force, args.passes, queue_url=args.queue, workers=args.workers,
+                    gpus=args.gpus.split(",") if args.gpus else None, worker_only=args.worker,
+                    heartbeat_s=args.heartbeat, grace_s=args.grace)
     print(json.dumps({k: res[k] for k in ("files", "wall_time_s", "parent_run_id")}, indent=2))
 
 
@@ -241,6 +245,15 @@ def main(argv=None):
     p.add_argument("--out", default="results")
     p.add_argument("--tracking-uri", default=None)
     p.add_argument("--force", action="store_true", help="retrain even when finished runs match")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes on this machine taking cells from the shared queue (CPU cores are split)")
+    p.add_argument("--gpus", default=None, help="e.g. 0,1,2,3: one GPU per worker (CUDA_VISIBLE_DEVICES)")
+    p.add_argument("--queue", default=None, help="the cell queue's Optuna storage (default sqlite:///optuna.db; "
+                                                 "postgresql://... to share cells between machines)")
+    p.add_argument("--heartbeat", type=int, default=10, help="seconds between a running cell's heartbeats")
+    p.add_argument("--grace", type=int, default=60,
+                   help="seconds without a heartbeat before a cell's worker counts as dead and the cell is re-queued")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # a helper started by --workers
     p.set_defaults(fn=cmd_run)
     p = sub.add_parser("report", help="rebuild a table's files from MLflow alone, or a sweep's from its study")
     p.add_argument("--table", type=int, default=None)

@@ -48,11 +48,16 @@ def _finished_eval(runs, metric):
     return [r for r in runs if r.info.status == "FINISHED" and f"eval/{metric}" in r.data.metrics]
 
 
+def cell_fingerprint(spec, dataset, model, seed, profile) -> tuple:
+    """(config, fingerprint) of a cell's run: what makes two processes agree that a cell is the same."""
+    cfg = resolve_config(model, dataset, profile, seed, overrides=spec.overrides(profile, dataset))
+    return cfg, run_fingerprint(cfg, load_dataset(dataset, cfg.train.split, profile).fingerprint)
+
+
 def run_job(spec, dataset, model, seed, profile, parent_id, tracking_uri, force, passes, progress):
     """One (model, dataset, seed) cell: reuse a finished+evaluated run, evaluate a finished one,
     resume an interrupted one from its checkpoint, or train a new one."""
-    cfg = resolve_config(model, dataset, profile, seed, overrides=spec.overrides(profile, dataset))
-    fp = run_fingerprint(cfg, load_dataset(dataset, cfg.train.split, profile).fingerprint)
+    cfg, fp = cell_fingerprint(spec, dataset, model, seed, profile)
     runs = tracking.search_runs(f"tags.fingerprint = '{fp}'", tracking_uri)
     done = _finished_eval(runs, spec.metrics[0])
     if done and not force:
@@ -76,24 +81,120 @@ def run_job(spec, dataset, model, seed, profile, parent_id, tracking_uri, force,
     return run_id, how
 
 
+def work_cells(spec, queue, profile, parent, tracking_uri, force, passes, progress, poll_s: float = 5.0) -> dict:
+    """Claim and run cells until every cell of the queue is finished (by this or any other process);
+    returns {cell key: how} for the cells this process ran. A cell that fails here is marked failed and the
+    error raised; Ctrl-C / SIGTERM puts the cell back in the queue (its checkpoint is resumed)."""
+    mine, t0, waited = {}, time.perf_counter(), False
+    while True:
+        cell = queue.claim()
+        if cell is None:
+            if queue.finished():
+                return mine
+            if not waited:
+                print(f"[table {spec.number}] waiting for {queue.counts()['running']} cell(s) that other workers "
+                      f"are running", file=sys.stderr, flush=True)
+            waited = True
+            time.sleep(poll_s)
+            continue
+        waited = False
+        c = queue.counts()
+        eta = ""
+        if mine:
+            eta = f", ETA {(time.perf_counter() - t0) / len(mine) * (c['queued'] + 1) / 60:.0f} min at this pace"
+        print(f"[table {spec.number}] {cell.model} on {cell.dataset}, seed {cell.seed}: cells done {c['done']}, "
+              f"running {c['running']}, queued {c['queued']} of {c['total']}{eta}", file=sys.stderr, flush=True)
+        parent.set_tags({"cells_done": c["done"], "cells_running": c["running"], "cells_queued": c["queued"]})
+        try:
+            _, how = run_job(spec, cell.dataset, cell.model, cell.seed, profile, parent.run_id, tracking_uri,
+                             force, passes, progress)
+        except (KeyboardInterrupt, SystemExit):
+            queue.release(ok=False, requeue=True)
+            raise
+        except BaseException:
+            queue.release(ok=False)
+            raise
+        queue.release(ok=True)
+        mine[cell.key] = how
+
+
+def spawn_workers(n: int, gpus: list[str] | None) -> list:
+    """n more processes running this same command as cell workers (`--worker`): each takes cells from the
+    queue; on CUDA each sees one GPU, on CPU the cores are split between all n + 1 processes."""
+    import os
+    import subprocess
+    args = list(sys.argv[1:])
+    if "--workers" in args:
+        i = args.index("--workers")
+        del args[i:i + 2]
+    threads = max(1, (os.cpu_count() or 1) // (n + 1))
+    procs = []
+    for w in range(1, n + 1):
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = gpus[w % len(gpus)]
+        procs.append(subprocess.Popen([sys.executable, "-m", "benchmark", *args, "--worker"], env=env))
+    return procs
+
+
 def run_table(number: int, profile: str = "cpu", seeds: int = 3, datasets=None, models=None, out="results",
-              tracking_uri: str | None = None, force: bool = False, passes: int = 3, progress: bool = True) -> dict:
+              tracking_uri: str | None = None, force: bool = False, passes: int = 3, progress: bool = True,
+              queue_url: str | None = None, workers: int = 1, gpus: list[str] | None = None,
+              worker_only: bool = False, heartbeat_s: int = 10, grace_s: int = 60) -> dict:
+    """Train what is missing (cells claimed from a shared queue, so several processes or machines on one
+    store split the work), reuse what is finished, evaluate, write the table files. `workers` > 1 starts
+    that many processes here in all; `worker_only`: run cells and write no table (a helper of another)."""
+    import hashlib
+    import os
+    from benchmark.cells import Cell, CellQueue
+    from benchmark.sweep import DEFAULT_STORAGE, absolute_sqlite
     spec = get_table(number)
     profile = get_profile(profile).name
     jobs = table_jobs(spec, seeds, datasets, models)
     tracking.health_check(tracking.resolve_uri(tracking_uri))
-    t0, done = time.perf_counter(), []
+    cells = [Cell(d, m, s, cell_fingerprint(spec, d, m, s, profile)[1]) for d, m, s in jobs]
+    # one queue per set of cells: new code or config is a new queue; --force a fresh one (retrain everything)
+    digest = hashlib.sha256("\n".join(c.key for c in cells).encode()).hexdigest()[:12]
+    name = f"table{number}-{profile}-{digest}" + (f"-force-{time.time_ns()}" if force else "")
+    queue = CellQueue(absolute_sqlite(queue_url or DEFAULT_STORAGE), name, cells, tracking.resolve_uri(tracking_uri),
+                      heartbeat_s=heartbeat_s, grace_s=grace_s)
+    helpers = []
+    if workers > 1 and not worker_only:
+        helpers = spawn_workers(workers - 1, gpus)
+        if gpus:
+            os.environ["CUDA_VISIBLE_DEVICES"] = gpus[0]
+        import torch
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+    t0, started_ms = time.perf_counter(), int(time.time() * 1000)
     git = tracking.git_info()  # now: writing the table's own files later makes the tree look dirty
     command = " ".join(["python -m benchmark"] + sys.argv[1:])
-    with tracking.start_run(f"table{number}-{profile}", uri=tracking_uri,
-                            tags={"kind": "table", "table": number, "profile": profile, "command": command,
-                                  **git}) as parent:
-        for i, (d, m, s) in enumerate(jobs, 1):
-            elapsed = time.perf_counter() - t0
-            eta = f", ETA {elapsed / (i - 1) * (len(jobs) - i + 1) / 60:.0f} min" if i > 1 else ""
-            print(f"[table {number}] run {i}/{len(jobs)}: {m} on {d}, seed {s}{eta}", file=sys.stderr, flush=True)
-            run_id, how = run_job(spec, d, m, s, profile, parent.run_id, tracking_uri, force, passes, progress)
-            done.append({"dataset": d, "model": m, "seed": s, "run_id": run_id, "how": how})
+    with tracking.start_run(f"table{number}-{profile}" + ("-worker" if worker_only else ""), uri=tracking_uri,
+                            tags={"kind": "table-worker" if worker_only else "table", "table": number,
+                                  "profile": profile, "command": command, "cell_queue": name, **git}) as parent:
+        try:
+            mine = work_cells(spec, queue, profile, parent, tracking_uri, force, passes, progress)
+        finally:
+            for p in helpers:
+                p.wait()
+        c = queue.counts()
+        parent.set_tags({"cells_done": c["done"], "cells_running": c["running"], "cells_queued": c["queued"]})
+        if worker_only:
+            return {"files": [], "wall_time_s": time.perf_counter() - t0, "parent_run_id": parent.run_id,
+                    "jobs": mine}
+        if c["failed"] or any(p.returncode for p in helpers):
+            raise RuntimeError(f"table {number}: {c['failed']} cell(s) failed in other workers (see their output and "
+                               f"MLflow runs); rerun the command to retry them")
+        done = []
+        for cell in cells:  # every cell is finished now: each one's run, and how this process got it
+            run = _finished_eval(tracking.search_runs(f"tags.fingerprint = '{cell.fingerprint}'", tracking_uri),
+                                 spec.metrics[0])
+            if not run:
+                raise RuntimeError(f"table {number}: cell {cell.key} is marked done but has no finished, evaluated "
+                                   f"run in {tracking.resolve_uri(tracking_uri)}")
+            earlier = (run[0].info.end_time or 0) < started_ms  # finished before this command: reused
+            done.append({"dataset": cell.dataset, "model": cell.model, "seed": cell.seed,
+                         "run_id": run[0].info.run_id,
+                         "how": mine.get(cell.key, "reused" if earlier else "other worker")})
         parent.log_text(json.dumps(done, indent=2), "jobs.json")
         wall = time.perf_counter() - t0
         parent.set_tags({"seeds": seeds, "passes": passes})
