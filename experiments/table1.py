@@ -2,7 +2,7 @@ from experiments import TableSpec
 
 # No budget of its own: every run trains at its profile's per-dataset budget (benchmark/profiles.py), the
 # one the learning curves chose. (Until 2026-12 the cpu table trained 80-128 steps per run to fit an hour;
-# every model was then at chance, results/table1_diagnostics.md.)
+# every model was then at chance, results/superseded/table1_diagnostics.md.)
 
 TABLE = TableSpec(
     1, "Representation swapping and generation (Acc, IS, H(y|x), H(y))",
