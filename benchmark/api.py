@@ -16,7 +16,7 @@ from benchmark import roofline, tracking, visuals
 from benchmark.config import RunConfig
 from benchmark.data import load_dataset
 from benchmark.seeding import seed_everything
-from benchmark.trainer import Trainer, select_device
+from benchmark.trainer import Trainer, channels_last, select_device
 from benchmark.zoo import MODELS, build_model
 
 
@@ -80,6 +80,9 @@ def train(cfg: RunConfig, resume: str | None = None, tracking_uri: str | None = 
         except KeyboardInterrupt:
             path = trainer.save_checkpoint()
             print(f"\ninterrupted at step {trainer.state.step}; resume with --resume {path}", file=sys.stderr)
+            raise
+        except tracking.TrackingError:  # the store stayed down past the metric buffer: keep the progress
+            trainer.save_checkpoint()
             raise
         ckpt = trainer.save_checkpoint(ckpt_dir / "final.pt")
         run.log_artifact(ckpt, "checkpoints")
@@ -307,6 +310,8 @@ def evaluate(run_id: str | None = None, checkpoint: str | None = None, tracking_
     model = build_model(cfg, test.info)
     model.load_state_dict(payload["model"])
     model.to(dev).eval()
+    if test.info.kind == "video":  # the memory format training uses: its convs are faster (bench --eval)
+        channels_last(model)
     judge = judge_report = None
     if cfg.data.name in PROTOCOLS:  # speech is scored by EER, with no judge
         judge, judge_report = get_judge(cfg.data.name, cfg.profile, cfg.data.data_dir, tracking_uri=tracking_uri,

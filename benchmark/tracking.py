@@ -63,11 +63,19 @@ def host_info(device) -> dict[str, str]:
 
 
 class Tracker:
-    """One MLflow run. Metrics are buffered and written in batches (a sqlite write per step is slow)."""
+    """One MLflow run. Metrics are buffered and written in batches (a sqlite write per step is slow).
 
-    def __init__(self, run, client, flush_every: int = 200):
+    A tracking server that goes away mid-run does not stop training: a flush that finds it unreachable
+    (a 3-second health check, not MLflow's minutes of retries) keeps the metrics and tries again at the next
+    flush, so a server restarted during the run receives every metric, without a gap. The buffer is bounded
+    (`max_buffer` metrics); past it, or when the run ends with the server still down after `final_wait_s`,
+    a TrackingError says so (the trainer has saved its checkpoint; `train --continue RUN_ID` resumes)."""
+
+    def __init__(self, run, client, flush_every: int = 200, uri: str | None = None, max_buffer: int = 2_000_000,
+                 final_wait_s: float = 300.0):
         self.run, self.client, self.flush_every = run, client, flush_every
-        self._buffer = []
+        self.uri, self.max_buffer, self.final_wait_s = uri or "", max_buffer, final_wait_s
+        self._buffer, self._down_since = [], None
 
     @property
     def run_id(self) -> str:
@@ -81,25 +89,75 @@ class Tracker:
         if len(self._buffer) >= self.flush_every:
             self.flush()
 
-    def flush(self) -> None:
+    def _reachable(self) -> bool:
+        if not self.uri.startswith(("http://", "https://")):
+            return True
+        try:
+            health_check(self.uri, timeout=3.0)
+            return True
+        except TrackingError:
+            return False
+
+    def flush(self, final: bool = False) -> None:
+        """Write the buffered metrics; an unreachable server keeps them for the next flush (see the class)."""
+        import sys
+        import time
+        deadline = time.time() + (self.final_wait_s if final else 0.0)
         while self._buffer:
-            chunk, self._buffer = self._buffer[:1000], self._buffer[1000:]
-            self.client.log_batch(self.run_id, metrics=chunk)
+            try:
+                if not self._reachable():
+                    raise TrackingError("unreachable")
+                chunk = self._buffer[:1000]
+                self.client.log_batch(self.run_id, metrics=chunk)
+                del self._buffer[:len(chunk)]
+            except Exception as e:  # noqa: BLE001 - a store outage, whatever the client raises for it
+                if self._down_since is None:
+                    self._down_since = time.time()
+                    print(f"\nwarning: tracking store {self.uri or '?'} unreachable ({str(e)[:120]}); "
+                          f"training goes on, metrics are kept and written when it is back", file=sys.stderr)
+                if len(self._buffer) > self.max_buffer or (final and time.time() > deadline):
+                    raise TrackingError(f"tracking store {self.uri} unreachable for "
+                                        f"{time.time() - self._down_since:.0f} s with {len(self._buffer)} metrics "
+                                        f"unwritten; the checkpoint is saved: start the store and resume with "
+                                        f"`python -m benchmark train --continue {self.run_id}`") from None
+                if not final:
+                    return
+                time.sleep(5.0)
+        if self._down_since is not None:
+            print(f"tracking store back after {time.time() - self._down_since:.0f} s: buffered metrics written",
+                  file=sys.stderr)
+            self._down_since = None
+
+    def _await_store(self) -> None:
+        """Before a write that cannot be buffered (params, tags, artifacts): wait up to `final_wait_s` for an
+        unreachable server to come back, then fail with the resume command."""
+        import time
+        t0 = time.time()
+        while not self._reachable():
+            if time.time() - t0 > self.final_wait_s:
+                raise TrackingError(f"tracking store {self.uri} unreachable for {self.final_wait_s:.0f} s; the "
+                                    f"checkpoint is saved: start the store and resume with `python -m benchmark "
+                                    f"train --continue {self.run_id}`")
+            time.sleep(2.0)
 
     def log_params(self, params: dict) -> None:
         from mlflow.entities import Param
+        self._await_store()
         items = [Param(k, str(v)[:6000]) for k, v in params.items()]
         for i in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[i:i + 100])
 
     def set_tags(self, tags: dict) -> None:
+        self._await_store()
         for k, v in tags.items():
             self.client.set_tag(self.run_id, k, str(v))
 
     def log_artifact(self, path, artifact_path: str | None = None) -> None:
+        self._await_store()
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 
     def log_text(self, text: str, name: str) -> None:
+        self._await_store()
         self.client.log_text(self.run_id, text, name)
 
 
@@ -171,21 +229,24 @@ def start_run(run_name: str, tags: dict | None = None, uri: str | None = None,
             client.set_tag(run_id, k, v)
     else:
         run = client.create_run(exp_id, run_name=run_name, tags=tags)
-    tracker = Tracker(run, client)
+    tracker = Tracker(run, client, uri=uri)
     try:
         yield tracker
     except BaseException as e:
-        tracker.flush()
+        try:
+            tracker.flush()
+        except TrackingError:
+            pass  # the original error is the one to report
         client.set_tag(tracker.run_id, "error", f"{type(e).__name__}: {e}"[:5000])
         client.set_terminated(tracker.run_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
         raise
-    tracker.flush()
+    tracker.flush(final=True)
     client.set_terminated(tracker.run_id, "FINISHED")
 
 
 def open_run(run_id: str, uri: str | None = None) -> Tracker:
     """A Tracker on an existing run (evaluation results are logged to the run they evaluate)."""
-    return Tracker(find_run(run_id, uri), get_client(uri))
+    return Tracker(find_run(run_id, uri), get_client(uri), uri=resolve_uri(uri))
 
 
 def download_artifact(run_id: str, path: str, uri: str | None = None) -> str:

@@ -4,6 +4,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 import torch
 
 from benchmark import tracking
@@ -141,3 +142,80 @@ def test_processes_starting_at_once_on_a_fresh_store_all_work(tmp_path):
     runs = mlflow.MlflowClient(uri).search_runs([tracking.experiment_id(mlflow.MlflowClient(uri), uri,
                                                                         tracking.DEFAULT_EXPERIMENT)])
     assert len(runs) == 3
+
+
+def _free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _mlflow_server(tmp_path, port):
+    import subprocess
+    import sys
+    return subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+                             "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+                             "--default-artifact-root", str(tmp_path / "artifacts"), "--workers", "1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def _wait_healthy(uri, timeout=120):
+    import time
+    t0 = time.time()
+    while True:
+        try:
+            tracking.health_check(uri, timeout=2)
+            return
+        except tracking.TrackingError:
+            assert time.time() - t0 < timeout, "mlflow server did not come up"
+            time.sleep(0.5)
+
+
+def _stop(proc):
+    import signal
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+@pytest.mark.slow
+def test_tracking_server_killed_and_restarted_mid_training_leaves_no_gap(workdir):
+    """A real `mlflow server` is killed while a run trains and started again: training goes on and the
+    run's loss curve in MLflow has every logged step."""
+    import threading
+    import time
+    from benchmark.api import train
+    from benchmark.config import resolve_config
+    port = _free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = _mlflow_server(workdir, port)
+    _wait_healthy(uri)
+    cfg = resolve_config("s3vae", "sprites", "smoke", overrides={"train.max_steps": "240", "train.log_every": "1",
+                                                                 "train.epochs": "1000"})
+    outage = {}
+
+    def kill_then_restart():
+        nonlocal server
+        client = tracking.get_client(uri)
+        while True:  # once the first metrics are in, take the server away for ~8 s
+            runs = tracking.search_runs("tags.kind = 'train'", uri)
+            if runs and client.get_metric_history(runs[0].info.run_id, "total"):
+                break
+            time.sleep(0.5)
+        _stop(server)
+        outage["down"] = time.time()
+        time.sleep(8)
+        server = _mlflow_server(workdir, port)
+        outage["up"] = time.time()
+    t = threading.Thread(target=kill_then_restart, daemon=True)
+    t.start()
+    try:
+        summary = train(cfg, tracking_uri=uri, progress=False)
+        t.join(timeout=120)
+        _wait_healthy(uri)
+        steps = [m.step for m in tracking.get_client(uri).get_metric_history(summary["run_id"], "total")]
+        assert "down" in outage, "the server was never killed during the run"
+        assert sorted(steps) == list(range(1, 241)), "every logged step reached the store"
+        assert tracking.find_run(summary["run_id"], uri).info.status == "FINISHED"
+    finally:
+        _stop(server)
