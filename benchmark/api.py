@@ -408,8 +408,13 @@ def _log_eval(run, model, test, result, judge_report) -> None:
     if "n_sequences" in result:
         run.set_tags({"eval_sequences": result["n_sequences"]})
     if judge_report:
+        from benchmark.judges import judge_warning, weak_heads
         run.log_metrics({f"eval/judge_acc_{k}": v for k, v in judge_report["test_accuracy"].items()}, step)
-        run.set_tags({"judge_fingerprint": judge_report["fingerprint"], "judge_run_id": judge_report["run_id"]})
+        run.set_tags({"judge_fingerprint": judge_report["fingerprint"], "judge_run_id": judge_report["run_id"],
+                      "judge_below_floor": ",".join(weak_heads(judge_report["test_accuracy"])) or "no"})
+        warning = judge_warning(test.info.name, judge_report["test_accuracy"])
+        if warning:
+            print(warning, file=sys.stderr)
     run.flush()
     run.log_text(json.dumps(result, indent=2, default=str), "eval/protocols.json")
     dev = next(model.parameters()).device

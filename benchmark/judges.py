@@ -21,6 +21,25 @@ from models import base, judge as judge_module
 from models.judge import Judge
 
 JUDGE_SEED = 0
+# a judge whose head reads real test sequences below this accuracy (%) cannot score generated ones: every
+# number it produced is flagged (the paper's judges are ~99 %; ours at cpu are ≥ 95 %, at smoke at chance)
+JUDGE_FLOOR = 80.0
+
+
+def weak_heads(test_accuracy: dict, floor: float = JUDGE_FLOOR) -> dict[str, float]:
+    """{family: accuracy} of a judge's heads below `floor` on the real test split (the all-at-once
+    `static_all` is not a head)."""
+    return {f: float(a) for f, a in test_accuracy.items()
+            if f != "static_all" and isinstance(a, (int, float)) and a < floor}
+
+
+def judge_warning(dataset: str, test_accuracy: dict, floor: float = JUDGE_FLOOR) -> str | None:
+    weak = weak_heads(test_accuracy, floor)
+    if not weak:
+        return None
+    heads = ", ".join(f"{f} {a:.1f} %" for f, a in weak.items())
+    return (f"WARNING: the {dataset} judge is below its floor ({heads} on real test sequences, floor {floor:g} %): "
+            f"every number it scored is not meaningful")
 
 
 def judge_settings(profile: str, dataset: str) -> dict:

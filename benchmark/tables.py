@@ -287,17 +287,21 @@ def write_table(spec: TableSpec, per_seed: pd.DataFrame, out, provenance: dict) 
             acc_cols = [c for c in g.columns if c.startswith("judge_acc_")]
             judges[d] = {c[len("judge_acc_"):]: float(g[c].iloc[0]) for c in acc_cols if pd.notna(g[c].iloc[0])}
             judges[d]["judge_run_id"] = g["judge_run_id"].iloc[0]
+    from benchmark.judges import judge_warning
+    warnings = [w for d, acc in judges.items() if (w := judge_warning(d, acc))]
+    if warnings:  # at the top, where a reader starts
+        md[2:2] = [f"**{w}.**" for w in warnings] + [""]
     md += ["## Judges (test accuracy, %)", ""] + [f"- {d}: " + ", ".join(
         f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in acc.items()) for d, acc in judges.items()]
     md += ["", f"Wall time: {provenance['wall_time_s'] / 60:.1f} min. Command: `{provenance['command']}`."]
     Path(f"{stem}.md").write_text("\n".join(md) + "\n")
     Path(f"{stem}.tex").write_text("\n".join(tex) + "\n")
-    prov = {**provenance, "judges": judges, "hardware": hardware(),
+    prov = {**provenance, "judges": judges, "judge_warnings": warnings, "hardware": hardware(),
             "packages": {p: _version(p) for p in ("torch", "torchvision", "torchaudio", "mlflow", "optuna", "numpy",
                                                   "scikit-learn", "opencv-python-headless")},
             "per_seed": json.loads(per_seed.to_json(orient="records"))}
     Path(f"{stem}_provenance.json").write_text(json.dumps(prov, indent=2, default=str))
-    fig = plot_table(spec, long, paper, Path(f"{stem}.png"))
+    fig = plot_table(spec, long, paper, Path(f"{stem}.png"), warnings)
     return [Path(f"{stem}.csv"), Path(f"{stem}.md"), Path(f"{stem}.tex"), Path(f"{stem}_provenance.json"), fig]
 
 
@@ -321,7 +325,8 @@ def hardware() -> dict:
             "cpu_flags": flags, "bf16_units": cpu_has_bf16_units()}
 
 
-def plot_table(spec: TableSpec, long: pd.DataFrame, paper: pd.DataFrame, path: Path) -> Path:
+def plot_table(spec: TableSpec, long: pd.DataFrame, paper: pd.DataFrame, path: Path,
+               warnings: list[str] | None = None) -> Path:
     """Ours (mean ± std over seeds) beside the paper, one panel per metric and dataset."""
     import matplotlib
     matplotlib.use("Agg")
@@ -340,7 +345,10 @@ def plot_table(spec: TableSpec, long: pd.DataFrame, paper: pd.DataFrame, path: P
         for i, r in enumerate(sub.itertuples()):
             ax.errorbar(i - 0.2, r.value, yerr=r.std, color="black", capsize=2, lw=1)
         ax.tick_params(axis="x", rotation=30)
-    g.figure.suptitle(f"Table {spec.number}: ours vs paper", y=1.02)
+    title = f"Table {spec.number}: ours vs paper"
+    if warnings:
+        title += "\n" + "\n".join(warnings)
+    g.figure.suptitle(title, y=1.02, color="firebrick" if warnings else "black")
     g.figure.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(g.figure)
     return path

@@ -142,3 +142,20 @@ def test_table_logged_to_a_real_mlflow_server(mlflow_server, workdir):
         run = client.get_run(job["run_id"])
         assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert "eval/acc" in run.data.metrics
+
+
+def test_a_judge_below_its_floor_flags_the_table(tmp_path):
+    from benchmark.judges import JUDGE_FLOOR, judge_warning, weak_heads
+    from benchmark.tables import get_table, write_table
+    assert weak_heads({"identity": 99.0, "expression": 17.0, "static_all": 10.0}) == {"expression": 17.0}
+    assert judge_warning("faces", {"identity": 99.0, "expression": 97.0}) is None
+    rows = [{"dataset": "faces", "model": m, "seed": s, "run_id": f"{m}{s}", "acc": 100.0, "is": 1.0,
+             "h_y_given_x": 0.0, "h_y": 0.0, "judge_run_id": "j", "judge_acc_identity": 99.0,
+             "judge_acc_expression": 16.7} for m in ("s3vae", "no-scc") for s in range(3)]
+    prov = {"command": "python -m benchmark run --table 2", "profile": "smoke", "seeds": 3, "passes": 1,
+            "wall_time_s": 1.0}
+    write_table(get_table(2), pd.DataFrame(rows), tmp_path, prov)
+    md = (tmp_path / "table2.md").read_text()
+    assert f"WARNING: the faces judge is below its floor (expression 16.7 % on real test sequences, floor " \
+           f"{JUDGE_FLOOR:g} %)" in md.splitlines()[2]
+    assert json.loads((tmp_path / "table2_provenance.json").read_text())["judge_warnings"]
