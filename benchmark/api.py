@@ -50,7 +50,7 @@ def train(cfg: RunConfig, resume: str | None = None, tracking_uri: str | None = 
     with the trainer after every epoch (sweeps report and prune there)."""
     from benchmark.validation import val_held_out
     tracking.health_check(tracking.resolve_uri(tracking_uri))  # before any data or model work
-    dataset = load_dataset(cfg.data.name, cfg.train.split, cfg.profile, cfg.data.data_dir)
+    dataset = load_dataset(cfg.data.name, cfg.train.split, cfg.profile, cfg.data.data_dir, cfg.data.options)
     evaluator = None
     if cfg.train.eval_every > 0:  # learning curves: the val split and its judge, before the model is seeded
         from benchmark.validation import make_validator
@@ -135,7 +135,7 @@ def bench(cfg: RunConfig, steps: int = 6, warmup: int = 2, dataset=None, roof: d
     step's top operators. `dataset`: the test split already loaded (a suite benches several models on one load)."""
     from torch.utils.flop_counter import FlopCounterMode
     if dataset is None:
-        dataset = load_dataset(cfg.data.name, "test", cfg.profile, cfg.data.data_dir)
+        dataset = load_dataset(cfg.data.name, "test", cfg.profile, cfg.data.data_dir, cfg.data.options)
     seed_everything(cfg.seed)
     model = build_model(cfg, dataset.info)
     cfg.train.max_steps, cfg.train.checkpoint_every = 10**9, 0
@@ -183,7 +183,7 @@ def bench_eval(cfg: RunConfig, dataset=None, roof: dict | None = None, passes: i
     from metrics.protocols import PROTOCOLS
     from models.judge import Judge
     if dataset is None:
-        dataset = load_dataset(cfg.data.name, "test", cfg.profile, cfg.data.data_dir)
+        dataset = load_dataset(cfg.data.name, "test", cfg.profile, cfg.data.data_dir, cfg.data.options)
     seed_everything(cfg.seed)
     model = build_model(cfg, dataset.info)
     trainer = Trainer(model, dataset, cfg, progress=False)  # the device, precision and memory format of training
@@ -223,7 +223,8 @@ def bench_suite(models, datasets, config, steps: int = 6, warmup: int = 2, out: 
     roof = roofline.roofline(select_device(first.train.device))
     print(f"roofline: {', '.join(f'{k} {v:.1f} GFLOP/s' for k, v in roof.items() if v)}", file=sys.stderr, flush=True)
     for d in datasets:
-        test = load_dataset(d, "test", config(models[0], d).profile, config(models[0], d).data.data_dir)
+        first = config(models[0], d)
+        test = load_dataset(d, "test", first.profile, first.data.data_dir, first.data.options)
         for m in models:
             if test.info.kind not in getattr(MODELS.get(m).builder, "kinds", {test.info.kind}):
                 continue
@@ -306,7 +307,7 @@ def evaluate(run_id: str | None = None, checkpoint: str | None = None, tracking_
     payload, path = load_checkpoint(run_id, checkpoint, tracking_uri)
     cfg = RunConfig.from_dict(payload["config"])
     dev = select_device(device)
-    test = load_dataset(cfg.data.name, "test", cfg.profile, cfg.data.data_dir)
+    test = load_dataset(cfg.data.name, "test", cfg.profile, cfg.data.data_dir, cfg.data.options)
     model = build_model(cfg, test.info)
     model.load_state_dict(payload["model"])
     model.to(dev).eval()
@@ -314,7 +315,7 @@ def evaluate(run_id: str | None = None, checkpoint: str | None = None, tracking_
         channels_last(model)
     judge = judge_report = None
     if cfg.data.name in PROTOCOLS:  # speech is scored by EER, with no judge
-        judge, judge_report = get_judge(cfg.data.name, cfg.profile, cfg.data.data_dir, tracking_uri=tracking_uri,
+        judge, judge_report = get_judge(cfg.data.name, cfg.profile, cfg.data.data_dir, options=cfg.data.options, tracking_uri=tracking_uri,
                                         progress=progress, device=device)
         judge.to(dev)
     t0 = time.perf_counter()

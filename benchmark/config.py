@@ -49,6 +49,9 @@ class LossConfig:
 class DataConfig:
     name: str = "sprites"
     data_dir: str | None = None
+    # the dataset's own settings over the profile's (`-o data.split=core`, `-o data.image_size=64`): any key
+    # its builder knows (it rejects the others, naming the valid ones); part of the dataset's fingerprint
+    options: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -86,11 +89,12 @@ class RunConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     def flat(self) -> dict[str, object]:
-        """Dotted name -> value, as logged to MLflow."""
+        """Dotted name -> value, as logged to MLflow (dataset options as `data.<key>`, as they are given)."""
         out = {}
         for sect, vals in self.to_dict().items():
             if isinstance(vals, dict):
-                out.update({f"{sect}.{k}": v for k, v in vals.items()})
+                out.update({f"{sect}.{k}": v for k, v in vals.items() if k != "options"})
+                out.update({f"{sect}.{k}": v for k, v in vals.get("options", {}).items()})
             else:
                 out[sect] = vals
         return out
@@ -138,6 +142,11 @@ def _coerce(text: str, typ, key: str):
 def set_dotted(cfg, key: str, value, parse: bool = True):
     """Set `section.field` on a RunConfig; unknown keys fail listing the valid ones."""
     parts = key.split(".")
+    if parts[0] == "data" and (len(parts) == 2 and parts[1] not in ("name", "data_dir", "options")
+                               or len(parts) == 3 and parts[1] == "options"):
+        # a dataset setting: checked by the dataset's builder when the data is loaded (it knows its keys)
+        cfg.data.options[parts[-1]] = _option_value(value) if parse and isinstance(value, str) else value
+        return
     obj = cfg
     for p in parts[:-1]:
         if not dataclasses.is_dataclass(obj) or not hasattr(obj, p):
@@ -151,6 +160,16 @@ def set_dotted(cfg, key: str, value, parse: bool = True):
     if parse and isinstance(value, str):
         value = _coerce(value, hints[name], key)
     setattr(obj, name, value)
+
+
+def _option_value(text: str):
+    """A dataset option from the command line: int, float, true/false, else the string."""
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, str]:

@@ -70,14 +70,14 @@ def diagnose_table(number: int, results: str | Path = "results", tracking_uri: s
     for job in prov["jobs"]:
         payload, _ = load_checkpoint(run_id=job["run_id"], tracking_uri=tracking_uri)
         cfg = RunConfig.from_dict(payload["config"])
-        test = load_dataset(cfg.data.name, "test", cfg.profile, cfg.data.data_dir)
+        test = load_dataset(cfg.data.name, "test", cfg.profile, cfg.data.data_dir, cfg.data.options)
         model = build_model(cfg, test.info)
         model.load_state_dict(payload["model"])
         if "encode" not in model.capabilities:
             continue
         judge = None
         if cfg.data.name in PROTOCOLS:
-            judge, _ = get_judge(cfg.data.name, cfg.profile, cfg.data.data_dir, tracking_uri=tracking_uri,
+            judge, _ = get_judge(cfg.data.name, cfg.profile, cfg.data.data_dir, options=cfg.data.options, tracking_uri=tracking_uri,
                                  progress=False)
         elif "utterance" in test.tensors and cfg.data.name not in reference:
             reference[cfg.data.name] = feature_eer(test)

@@ -122,12 +122,14 @@ def _fingerprint(dataset, cfg, settings: dict) -> str:
 
 
 def get_judge(dataset_name: str, profile: str = "cpu", data_dir: str | None = None, force: bool = False,
-              tracking_uri: str | None = None, progress: bool = True, device: str = "auto"):
-    """(judge in eval mode, report) for a dataset and profile: from the cache, or trained now."""
+              tracking_uri: str | None = None, progress: bool = True, device: str = "auto",
+              options: dict | None = None):
+    """(judge in eval mode, report) for a dataset and profile (and a run's dataset `options`): from the
+    cache, or trained now. The cache key holds the train split's fingerprint, so other options, other judge."""
     cfg = judge_config(profile, dataset_name)
     cfg.train.device = device
     settings = judge_settings(profile, dataset_name)
-    train = load_dataset(dataset_name, "train", profile, data_dir)
+    train = load_dataset(dataset_name, "train", profile, data_dir, options)
     fp = _fingerprint(train, cfg, settings)
     path = cache_dir() / "judges" / f"{dataset_name}-{fp}.pt"
     payload = None
@@ -143,7 +145,8 @@ def get_judge(dataset_name: str, profile: str = "cpu", data_dir: str | None = No
         judge.load_state_dict(payload["state"])
         judge.fingerprint = fp  # what its cached passes over real data are keyed by
         return judge.eval(), payload["report"]
-    fit_on = judge_train_set(train, settings, get_profile(profile).data_for(dataset_name), data_dir)
+    fit_on = judge_train_set(train, settings, {**get_profile(profile).data_for(dataset_name), **(options or {})},
+                             data_dir)
     seed_everything(cfg.seed)
     judge = Judge(train.info, cfg.model.width, cfg.model.hidden, cfg.model.feat_dim)
     with tracking.start_run(f"judge-{dataset_name}-{cfg.profile}", uri=tracking_uri,
@@ -153,7 +156,7 @@ def get_judge(dataset_name: str, profile: str = "cpu", data_dir: str | None = No
         run.log_params(cfg.flat() | {f"judge.{k}": settings.get(k, 0) for k in ("train_frames", "extra_sequences")})
         trainer = Trainer(judge, fit_on, cfg, tracker=run, progress=progress)
         trainer.fit()
-        test = load_dataset(dataset_name, "test", profile, data_dir)
+        test = load_dataset(dataset_name, "test", profile, data_dir, options)
         acc = judge_accuracy(judge, test)
         report = {"dataset": dataset_name, "profile": cfg.profile, "fingerprint": fp, "run_id": run.run_id,
                   "test_accuracy": acc, "train_wall_time_s": trainer.wall_time, "steps": trainer.state.step,

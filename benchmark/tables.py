@@ -51,7 +51,8 @@ def _finished_eval(runs, metric):
 def cell_fingerprint(spec, dataset, model, seed, profile) -> tuple:
     """(config, fingerprint) of a cell's run: what makes two processes agree that a cell is the same."""
     cfg = resolve_config(model, dataset, profile, seed, overrides=spec.overrides(profile, dataset))
-    return cfg, run_fingerprint(cfg, load_dataset(dataset, cfg.train.split, profile).fingerprint)
+    return cfg, run_fingerprint(cfg, load_dataset(dataset, cfg.train.split, profile, cfg.data.data_dir,
+                                                  cfg.data.options).fingerprint)
 
 
 def run_job(spec, dataset, model, seed, profile, parent_id, tracking_uri, force, passes, progress):

@@ -53,10 +53,10 @@ def make_validator(cfg, tracking_uri: str | None = None, progress: bool = True, 
     from benchmark.profiles import get_profile
     from metrics.protocols import PROTOCOLS
     prof = get_profile(cfg.profile).eval
-    val = load_dataset(cfg.data.name, "val", cfg.profile, cfg.data.data_dir)
+    val = load_dataset(cfg.data.name, "val", cfg.profile, cfg.data.data_dir, cfg.data.options)
     judge = None
     if cfg.data.name in PROTOCOLS:
-        judge, _ = get_judge(cfg.data.name, cfg.profile, cfg.data.data_dir, tracking_uri=tracking_uri,
+        judge, _ = get_judge(cfg.data.name, cfg.profile, cfg.data.data_dir, options=cfg.data.options, tracking_uri=tracking_uri,
                              progress=progress, device=cfg.train.device)
     return Validator(val, judge, prof.get("val_sequences", 256) if max_sequences is None else max_sequences,
                      prof.get("val_passes", 1) if passes is None else passes, seed=0)

@@ -445,3 +445,35 @@ def test_bad_timit_dirs(tmp_path, cache):
     (broken / "TRAIN" / "DR1" / "MDAC0" / "SI2.WAV").write_bytes(b"\x00" * 100)
     with pytest.raises(ValueError, match="SI1.WAV"):
         S.build_speech("train", dict(seed=0), data_dir=str(broken))
+
+
+def test_dataset_options_from_the_command_line(timit, cache, workdir, capsys):
+    """`-o data.split=core --data-dir TIMIT_DIR`: the option reaches the loader, is a param and changes the
+    data fingerprint; an unknown option is a clear error naming the dataset's keys."""
+    import json as _json
+
+    import mlflow
+
+    from benchmark.__main__ import main
+    from benchmark.config import resolve_config
+    from benchmark.tracking import resolve_uri
+    root, _ = timit
+    cfg = resolve_config("s3vae", "speech", "smoke", overrides={"data.split": "core", "data.segment": "10"})
+    assert cfg.data.options == {"split": "core", "segment": 10}
+    assert cfg.flat()["data.split"] == "core" and "data.options" not in cfg.flat()
+    from benchmark.config import RunConfig
+    assert RunConfig.from_dict(cfg.to_dict()).data.options == cfg.data.options, "checkpoints restore the options"
+    args = ["train", "--model", "s3vae", "--dataset", "speech", "--profile", "smoke", "--data-dir", str(root),
+            "-o", "train.max_steps=2", "-o", "train.eval_every=0", "-o", "train.batch_size=4"]
+    with pytest.warns(UserWarning, match="core test speakers are missing"):
+        assert main(args + ["-o", "data.split=core"]) == 0
+    core = _json.loads(capsys.readouterr().out)["run_id"]
+    assert main(args + ["-o", "data.split=standard"]) == 0
+    std = _json.loads(capsys.readouterr().out)["run_id"]
+    client = mlflow.MlflowClient(resolve_uri())
+    runs = {k: client.get_run(r) for k, r in (("core", core), ("std", std))}
+    assert runs["core"].data.params["data.split"] == "core"
+    assert runs["core"].data.tags["dataset_fingerprint"] != runs["std"].data.tags["dataset_fingerprint"]
+    assert main(args + ["-o", "data.splitt=core"]) == 2
+    err = capsys.readouterr().err
+    assert "splitt" in err and "speech" in err and "split" in err

@@ -151,18 +151,20 @@ def cached_arrays(name: str, key: str, build):
 SPLITS = ("train", "val", "test", "fit")
 
 
-def load_dataset(name: str, split: str, profile="cpu", data_dir: str | None = None) -> SequenceDataset:
+def load_dataset(name: str, split: str, profile="cpu", data_dir: str | None = None,
+                 options: dict | None = None) -> SequenceDataset:
     """The one entry point: `name` from the dataset registry, split train|val|test|fit (train − val).
 
-    `profile` (a name or a Profile) sets sizes for the embedded data; `data_dir`
-    switches to the real-format loader of the files the user already has.
+    `profile` (a name or a Profile) sets sizes for the embedded data, `options` (a run's `data.options`,
+    e.g. {"split": "core"}) override them; `data_dir` switches to the real-format loader of the files the
+    user already has.
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
     from benchmark.profiles import get_profile
     prof = get_profile(profile) if isinstance(profile, str) else profile
     _import_all()
-    return DATASETS.build(name, split=split, data=prof.data_for(name), data_dir=data_dir)
+    return DATASETS.build(name, split=split, data={**prof.data_for(name), **(options or {})}, data_dir=data_dir)
 
 
 def _import_all():
