@@ -113,7 +113,7 @@ def cmd_run(args):
     res = run_table(args.table, get_profile_name(args.profile), args.seeds, args.datasets, args.models, args.out,
                     args.tracking_uri, args.force, args.passes, queue_url=args.queue, workers=args.workers,
                     gpus=args.gpus.split(",") if args.gpus else None, worker_only=args.worker,
-                    heartbeat_s=args.heartbeat, grace_s=args.grace)
+                    heartbeat_s=args.heartbeat, grace_s=args.grace, launcher=args.launcher)
     print(json.dumps({k: res[k] for k in ("files", "wall_time_s", "parent_run_id")}, indent=2))
 
 
@@ -137,7 +137,7 @@ def cmd_sweep(args):
     spec = SweepSpec(space=args.space, dataset=args.dataset, trials=args.trials, profile=get_profile_name(args.profile),
                      storage=args.storage, study=args.study, tracking_uri=args.tracking_uri, seed=args.seed,
                      overrides=parse_overrides(args.override), data_dir=args.data_dir, passes=args.passes,
-                     heartbeat_s=args.heartbeat, grace_s=args.grace)
+                     heartbeat_s=args.heartbeat, grace_s=args.grace, launcher=args.launcher)
     summary = run_sweep(spec, workers=args.workers, out=args.out)
     print(json.dumps({k: summary.get(k) for k in ("study", "states", "best", "rerun", "study_wall_time_s",
                                                   "command_wall_time_s", "files")}, indent=2, default=str))
@@ -248,6 +248,9 @@ def main(argv=None):
     p.add_argument("--workers", type=int, default=1,
                    help="processes on this machine taking cells from the shared queue (CPU cores are split)")
     p.add_argument("--gpus", default=None, help="e.g. 0,1,2,3: one GPU per worker (CUDA_VISIBLE_DEVICES)")
+    p.add_argument("--launcher", default="processes", choices=["processes", "slurm", "submitit-local"],
+                   help="how --workers run: processes here (this one is one of them), or a Slurm array job of "
+                        "--workers tasks with one GPU each via submitit (this process waits, then writes the table)")
     p.add_argument("--queue", default=None, help="the cell queue's Optuna storage (default sqlite:///optuna.db; "
                                                  "postgresql://... to share cells between machines)")
     p.add_argument("--heartbeat", type=int, default=10, help="seconds between a running cell's heartbeats")

@@ -80,6 +80,11 @@ class CellQueue:
     def _trials(self, states=None):
         return self.storage.get_all_trials(self.study._study_id, deepcopy=False, states=states)
 
+    def claim_stale(self) -> None:
+        """Re-queue the cells of dead workers (what `claim` does first), without claiming anything."""
+        from optuna.storages import fail_stale_trials
+        fail_stale_trials(self.study)
+
     def claim(self) -> Cell | None:
         """Atomically take a waiting cell (dead workers' cells are re-enqueued first); None when none waits."""
         from optuna.storages import fail_stale_trials

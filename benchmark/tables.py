@@ -119,29 +119,103 @@ def work_cells(spec, queue, profile, parent, tracking_uri, force, passes, progre
         mine[cell.key] = how
 
 
-def spawn_workers(n: int, gpus: list[str] | None) -> list:
-    """n more processes running this same command as cell workers (`--worker`): each takes cells from the
-    queue; on CUDA each sees one GPU, on CPU the cores are split between all n + 1 processes."""
-    import os
-    import subprocess
-    args = list(sys.argv[1:])
-    if "--workers" in args:
-        i = args.index("--workers")
-        del args[i:i + 2]
-    threads = max(1, (os.cpu_count() or 1) // (n + 1))
-    procs = []
-    for w in range(1, n + 1):
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-        if gpus:
-            env["CUDA_VISIBLE_DEVICES"] = gpus[w % len(gpus)]
-        procs.append(subprocess.Popen([sys.executable, "-m", "benchmark", *args, "--worker"], env=env))
-    return procs
+def _worker_argv(stores: list[str]) -> list[str]:
+    """This command's arguments for a helper: without the launch options, with the resolved store URIs
+    (`stores`: --tracking-uri X --queue Y, so a helper started elsewhere opens the same ones) and --worker."""
+    drop = ("--workers", "--launcher", "--tracking-uri", "--queue")
+    args, out, skip = list(sys.argv[1:]), [], 0
+    for a in args:
+        if skip:
+            skip -= 1
+        elif a in drop:
+            skip = 1
+        elif not a.startswith(tuple(d + "=" for d in drop)):
+            out.append(a)
+    return out + stores + ["--worker"]
+
+
+class _Processes:
+    """Helpers as local processes: on CUDA each sees one GPU, on CPU the cores are split between all."""
+    remote = False
+
+    def __init__(self, n: int, gpus: list[str] | None, total: int, stores: list[str]):
+        import os
+        import subprocess
+        threads = max(1, (os.cpu_count() or 1) // total)
+        self.procs = []
+        for w in range(1, n + 1):
+            env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+            if gpus:
+                env["CUDA_VISIBLE_DEVICES"] = gpus[w % len(gpus)]
+            self.procs.append(subprocess.Popen([sys.executable, "-m", "benchmark", *_worker_argv(stores)], env=env))
+
+    def wait(self) -> list[int]:
+        return [p.wait() for p in self.procs]
+
+
+def _worker_main(argv: list[str]) -> int:
+    """A helper's body where submitit runs it (a Slurm task, or a local process in tests)."""
+    from benchmark.__main__ import main
+    rc = main(argv)
+    if rc:
+        raise RuntimeError(f"table worker exited with {rc}")
+    return rc
+
+
+class _Submitit:
+    """Helpers as one submitit array job (`slurm`: one task per worker, one GPU each; `local`: processes
+    on this machine, how the tests run it). The launching process only waits and writes the table."""
+    remote = True
+
+    def __init__(self, n: int, gpus: list[str] | None, total: int, stores: list[str], cluster: str):
+        try:
+            import submitit
+        except ImportError:
+            raise ValueError("--launcher slurm needs submitit: pip install -e '.[slurm]'") from None
+        ex = submitit.AutoExecutor(folder="submitit_logs/%j", cluster=cluster)
+        if cluster == "slurm":
+            ex.update_parameters(slurm_array_parallelism=n, gpus_per_node=1 if gpus else 0, timeout_min=24 * 60)
+        self.jobs = ex.map_array(_worker_main, [_worker_argv(stores)] * n)
+        print(f"[table] submitted {n} {cluster} worker(s): {', '.join(j.job_id for j in self.jobs)} "
+              f"(logs in submitit_logs/)", file=sys.stderr, flush=True)
+
+    def wait(self) -> list[int]:
+        codes = []
+        for j in self.jobs:
+            try:
+                j.result()
+                codes.append(0)
+            except Exception as e:  # noqa: BLE001 - a failed task: its cells go back to the queue
+                print(f"warning: worker {j.job_id} failed: {str(e)[:300]}", file=sys.stderr)
+                codes.append(1)
+        return codes
+
+
+# `--launcher`: how the helpers of `--workers N` run
+LAUNCHERS = {"processes": _Processes,
+             "slurm": lambda *a: _Submitit(*a, cluster="slurm"),
+             "submitit-local": lambda *a: _Submitit(*a, cluster="local")}
+
+
+def _watch(spec, queue, parent, poll_s: float = 10.0) -> None:
+    """The launching process of remote workers: show the queue's progress until every cell is finished."""
+    last = None
+    while not queue.finished():
+        queue.claim_stale()
+        c = queue.counts()
+        if c != last:
+            print(f"[table {spec.number}] cells done {c['done']}, running {c['running']}, queued {c['queued']} "
+                  f"of {c['total']}", file=sys.stderr, flush=True)
+            parent.set_tags({"cells_done": c["done"], "cells_running": c["running"], "cells_queued": c["queued"]})
+            last = c
+        time.sleep(poll_s)
 
 
 def run_table(number: int, profile: str = "cpu", seeds: int = 3, datasets=None, models=None, out="results",
               tracking_uri: str | None = None, force: bool = False, passes: int = 3, progress: bool = True,
               queue_url: str | None = None, workers: int = 1, gpus: list[str] | None = None,
-              worker_only: bool = False, heartbeat_s: int = 10, grace_s: int = 60) -> dict:
+              worker_only: bool = False, heartbeat_s: int = 10, grace_s: int = 60,
+              launcher: str = "processes") -> dict:
     """Train what is missing (cells claimed from a shared queue, so several processes or machines on one
     store split the work), reuse what is finished, evaluate, write the table files. `workers` > 1 starts
     that many processes here in all; `worker_only`: run cells and write no table (a helper of another)."""
@@ -157,32 +231,43 @@ def run_table(number: int, profile: str = "cpu", seeds: int = 3, datasets=None, 
     # one queue per set of cells: new code or config is a new queue; --force a fresh one (retrain everything)
     digest = hashlib.sha256("\n".join(c.key for c in cells).encode()).hexdigest()[:12]
     name = f"table{number}-{profile}-{digest}" + (f"-force-{time.time_ns()}" if force else "")
-    queue = CellQueue(absolute_sqlite(queue_url or DEFAULT_STORAGE), name, cells, tracking.resolve_uri(tracking_uri),
-                      heartbeat_s=heartbeat_s, grace_s=grace_s)
-    helpers = []
-    if workers > 1 and not worker_only:
-        helpers = spawn_workers(workers - 1, gpus)
-        if gpus:
-            os.environ["CUDA_VISIBLE_DEVICES"] = gpus[0]
-        import torch
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+    queue_url = absolute_sqlite(queue_url or DEFAULT_STORAGE)
+    queue = CellQueue(queue_url, name, cells, tracking.resolve_uri(tracking_uri), heartbeat_s=heartbeat_s,
+                      grace_s=grace_s)
+    if launcher not in LAUNCHERS:
+        raise ValueError(f"--launcher {launcher!r}: expected one of {', '.join(LAUNCHERS)}")
+    helpers = None
+    if (workers > 1 or launcher != "processes") and not worker_only:
+        # a remote launcher runs every worker there (this process waits); local processes add to this one
+        stores = ["--tracking-uri", tracking.resolve_uri(tracking_uri), "--queue", queue_url]
+        helpers = LAUNCHERS[launcher](workers if launcher != "processes" else workers - 1, gpus, workers, stores)
+        if not helpers.remote:
+            if gpus:
+                os.environ["CUDA_VISIBLE_DEVICES"] = gpus[0]
+            import torch
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
     t0, started_ms = time.perf_counter(), int(time.time() * 1000)
     git = tracking.git_info()  # now: writing the table's own files later makes the tree look dirty
     command = " ".join(["python -m benchmark"] + sys.argv[1:])
     with tracking.start_run(f"table{number}-{profile}" + ("-worker" if worker_only else ""), uri=tracking_uri,
                             tags={"kind": "table-worker" if worker_only else "table", "table": number,
                                   "profile": profile, "command": command, "cell_queue": name, **git}) as parent:
+        codes = []
         try:
-            mine = work_cells(spec, queue, profile, parent, tracking_uri, force, passes, progress)
+            if helpers is not None and helpers.remote:
+                mine = {}
+                _watch(spec, queue, parent)
+            else:
+                mine = work_cells(spec, queue, profile, parent, tracking_uri, force, passes, progress)
         finally:
-            for p in helpers:
-                p.wait()
+            if helpers is not None:
+                codes = helpers.wait()
         c = queue.counts()
         parent.set_tags({"cells_done": c["done"], "cells_running": c["running"], "cells_queued": c["queued"]})
         if worker_only:
             return {"files": [], "wall_time_s": time.perf_counter() - t0, "parent_run_id": parent.run_id,
                     "jobs": mine}
-        if c["failed"] or any(p.returncode for p in helpers):
+        if c["failed"] or any(codes) or not queue.finished():
             raise RuntimeError(f"table {number}: {c['failed']} cell(s) failed in other workers (see their output and "
                                f"MLflow runs); rerun the command to retry them")
         done = []

@@ -56,3 +56,18 @@ def test_a_killed_worker_s_cell_is_finished_by_another(workdir):
     finished = Counter(r.data.tags["fingerprint"] for r in runs if r.info.status == "FINISHED")
     assert len(finished) == 4 and set(finished.values()) == {1}, "every cell finished exactly once"
     assert not [r for r in runs if r.info.status == "RUNNING"], "the dead worker's run was closed (KILLED)"
+
+
+@pytest.mark.slow
+def test_submitit_array_of_workers_writes_the_table(workdir):
+    """`--launcher submitit-local --workers 2`: the Slurm path run by submitit's local executor; the launching
+    process trains nothing, the two tasks split the cells, and the table is written once all are done."""
+    pytest.importorskip("submitit", reason="submitit is the optional [slurm] extra")
+    p = _start(workdir, ["--launcher", "submitit-local", "--workers", "2"])
+    out, err = p.communicate(timeout=900)
+    assert p.returncode == 0, err[-3000:]
+    finished = Counter(r.data.tags["fingerprint"] for r in _train_runs(workdir) if r.info.status == "FINISHED")
+    assert len(finished) == 4 and set(finished.values()) == {1}
+    assert (workdir / "results" / "table2.md").is_file()
+    assert {j["how"] for j in json.loads((workdir / "results" / "table2_provenance.json").read_text())["jobs"]} \
+        == {"other worker"}, "the launcher trained nothing itself"
