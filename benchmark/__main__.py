@@ -137,7 +137,7 @@ def cmd_sweep(args):
     spec = SweepSpec(space=args.space, dataset=args.dataset, trials=args.trials, profile=get_profile_name(args.profile),
                      storage=args.storage, study=args.study, tracking_uri=args.tracking_uri, seed=args.seed,
                      overrides=parse_overrides(args.override), data_dir=args.data_dir, passes=args.passes,
-                     heartbeat_s=args.heartbeat, grace_s=args.grace, launcher=args.launcher)
+                     heartbeat_s=args.heartbeat, grace_s=args.grace)
     summary = run_sweep(spec, workers=args.workers, out=args.out)
     print(json.dumps({k: summary.get(k) for k in ("study", "states", "best", "rerun", "study_wall_time_s",
                                                   "command_wall_time_s", "files")}, indent=2, default=str))
