@@ -90,8 +90,13 @@ class CellQueue:
         from optuna.storages import fail_stale_trials
         from optuna.trial import TrialState
         fail_stale_trials(self.study)
+        from optuna.exceptions import UpdateFinishedTrialError
         for t in self._trials((TrialState.WAITING,)):
-            if self.storage.set_trial_state_values(t._trial_id, TrialState.RUNNING):  # False: another won it
+            try:
+                won = self.storage.set_trial_state_values(t._trial_id, TrialState.RUNNING)  # False: another won
+            except UpdateFinishedTrialError:  # another process claimed and finished it since we listed it
+                won = False
+            if won:
                 self._beat(t._trial_id)
                 return self.cells[t.user_attrs["cell"]]
         return None
@@ -115,9 +120,14 @@ class CellQueue:
         from optuna.trial import TrialState
         self._stop.set()
         self._thread.join()
+        from optuna.exceptions import UpdateFinishedTrialError
         trial = self.storage.get_trial(self._trial_id)
-        self.storage.set_trial_state_values(self._trial_id, TrialState.COMPLETE if ok else TrialState.FAIL,
-                                            [0.0] if ok else None)
+        try:
+            self.storage.set_trial_state_values(self._trial_id, TrialState.COMPLETE if ok else TrialState.FAIL,
+                                                [0.0] if ok else None)
+        except UpdateFinishedTrialError:  # declared dead meanwhile (a stalled heartbeat) and already re-queued
+            print(f"warning: cell {trial.user_attrs['cell']} was re-queued while this worker ran it; the retry "
+                  f"reuses this run", file=sys.stderr)
         if requeue:
             self.study.enqueue_trial({}, user_attrs={"cell": trial.user_attrs["cell"]})
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import sys
 
 import torch
@@ -165,6 +166,8 @@ def get_judge(dataset_name: str, profile: str = "cpu", data_dir: str | None = No
         run.log_metrics({f"test_acc_{k}": v for k, v in acc.items()}, trainer.state.step)
         run.log_text(json.dumps(report, indent=2), "judge_report.json")
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state": {k: v.cpu() for k, v in judge.state_dict().items()}, "report": report}, path)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # atomic, and per process: workers may race
+    torch.save({"state": {k: v.cpu() for k, v in judge.state_dict().items()}, "report": report}, tmp)
+    os.replace(tmp, path)
     judge.fingerprint = fp
     return judge.cpu().eval(), report

@@ -136,11 +136,15 @@ def cached_arrays(name: str, key: str, build):
         print(f"warning: cache file {path} is damaged (truncated, or its checksum does not match {record.name}); "
               f"rebuilding it", file=sys.stderr)
     arrays = build()
-    tmp = path.with_suffix(".tmp.npz")
+    if path.exists() and record.exists() and _read_cache(path, record) is not None:
+        return arrays  # another process (a table worker) finished the same build meanwhile: keep its file
+    # per-process temporary names: processes building the same cache at once (table workers) each write
+    # their own file; the builds are deterministic, so whichever replace lands last is the same data
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
     np.savez(tmp, **arrays)
     digest = _sha256(tmp)
     os.replace(tmp, path)
-    tmp_record = record.with_suffix(".sha256.tmp")
+    tmp_record = record.with_name(f"{record.name}.{os.getpid()}.tmp")
     tmp_record.write_text(digest + "\n")
     os.replace(tmp_record, record)  # a crash between the two replaces leaves a file the record rejects: rebuilt
     return arrays
