@@ -61,15 +61,18 @@ def train(cfg: RunConfig, resume: str | None = None, tracking_uri: str | None = 
     seed_everything(cfg.seed)
     model = build_model(cfg, dataset.info)
     name = f"{cfg.model.name}-{cfg.data.name}-{cfg.profile}-s{cfg.seed}"
+    # identity tags at creation, atomically with the run: a worker killed right after creating it leaves a
+    # run that the cell queue can still find by fingerprint and close
+    fp = run_fingerprint(cfg, dataset.fingerprint)
     with tracking.start_run(name, uri=tracking_uri, parent_run_id=parent_run_id, run_id=run_id,
-                            tags={"model": cfg.model.name}) as run:
+                            tags={"model": cfg.model.name, "kind": "train", "fingerprint": fp}) as run:
         ckpt_dir = Path(ckpt_root) / run.run_id
         trainer = Trainer(model, dataset, cfg, tracker=run, ckpt_dir=ckpt_dir, progress=progress, hooks=hooks,
                           evaluator=evaluator)
         run.set_tags(run_tags(cfg, dataset, trainer.device) | {"precision": trainer.precision,
                                                                "checkpoint_dir": str(ckpt_dir), "kind": "train",
                                                                "val_held_out": str(val_held_out(cfg.train.split)).lower(),
-                                                               "fingerprint": run_fingerprint(cfg, dataset.fingerprint)}
+                                                               "fingerprint": fp}
                      | (extra_tags or {}))
         if run_id is None:
             run.log_params(cfg.flat())

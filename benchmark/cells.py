@@ -50,10 +50,10 @@ class CellQueue:
             retry(study, trial)
         engine = ({"connect_args": {"timeout": 120}} if storage_url.startswith("sqlite") else
                   {"pool_pre_ping": True})
-        try:
-            with tracking.store_lock(storage_url):  # a fresh storage's schema: one process at a time here
-                self.storage = RDBStorage(storage_url, engine_kwargs=engine, heartbeat_interval=heartbeat_s,
-                                          grace_period=grace_s, heartbeat_stale_trial_callback=on_dead)
+        try:  # a fresh storage's schema: one process at a time here, retried against other machines
+            self.storage = tracking.initialising(storage_url, "create the cell queue", lambda: RDBStorage(
+                storage_url, engine_kwargs=engine, heartbeat_interval=heartbeat_s, grace_period=grace_s,
+                heartbeat_stale_trial_callback=on_dead))
         except Exception as e:  # noqa: BLE001 - bad URL, missing driver, dead server: one clear message
             raise ValueError(f"--queue {storage_url}: cannot open the cell queue's Optuna storage "
                              f"({type(e).__name__}: {e}); expected sqlite:///path.db or "

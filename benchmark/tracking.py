@@ -163,13 +163,20 @@ class Tracker:
 
 @contextmanager
 def store_lock(uri: str):
-    """Held while a store may be initialised: processes on one machine sharing a SQLite file take turns
-    (two at once both run MLflow's schema migration, and one dies); a no-op for a server URI."""
-    if not uri.startswith("sqlite:///"):
+    """Held while a store may be initialised: processes on one machine sharing a store take turns (two at
+    once both run the schema migration, and one dies). SQLite: a lock file beside the database; a database
+    server: one in the temp directory per URL (other machines are covered by `initialising`'s retries);
+    a no-op for an http(s) tracking server, which migrates its own database once."""
+    if uri.startswith(("http://", "https://")):
         yield
         return
     import fcntl
-    lock = Path(uri[len("sqlite:///"):] + ".lock")
+    import hashlib
+    import tempfile
+    if uri.startswith("sqlite:///"):
+        lock = Path(uri[len("sqlite:///"):] + ".lock")
+    else:
+        lock = Path(tempfile.gettempdir()) / f"benchmark-store-{hashlib.sha256(uri.encode()).hexdigest()[:16]}.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
     with open(lock, "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
@@ -179,7 +186,7 @@ def store_lock(uri: str):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _initialising(uri: str, what: str, fn, attempts: int = 5):
+def initialising(uri: str, what: str, fn, attempts: int = 5):
     """fn() while the store may be initialised: serialised by `store_lock` on one machine, retried where a
     database is shared by machines (another process may be mid-migration or win a unique-name race)."""
     import time
@@ -196,10 +203,10 @@ def _initialising(uri: str, what: str, fn, attempts: int = 5):
 
 def get_client(uri: str | None = None):
     """An MlflowClient on the store; creating one creates a fresh store's schema, so it is made through
-    `_initialising` (several table or sweep workers start at once on a new store)."""
+    `initialising` (several table or sweep workers start at once on a new store)."""
     from mlflow.tracking import MlflowClient
     uri = resolve_uri(uri)
-    return _initialising(uri, "open the store", lambda: MlflowClient(uri))
+    return initialising(uri, "open the store", lambda: MlflowClient(uri))
 
 
 def experiment_id(client, uri: str, name: str) -> str:
@@ -207,7 +214,7 @@ def experiment_id(client, uri: str, name: str) -> str:
     def get_or_create():
         exp = client.get_experiment_by_name(name)
         return exp.experiment_id if exp else client.create_experiment(name)
-    return _initialising(uri, f"open or create experiment {name!r}", get_or_create)
+    return initialising(uri, f"open or create experiment {name!r}", get_or_create)
 
 
 @contextmanager

@@ -151,13 +151,17 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _mlflow_server(tmp_path, port):
+def _mlflow_server_on(backend, tmp_path, port):
     import subprocess
     import sys
     return subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-                             "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+                             "--backend-store-uri", backend,
                              "--default-artifact-root", str(tmp_path / "artifacts"), "--workers", "1"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def _mlflow_server(tmp_path, port):
+    return _mlflow_server_on(f"sqlite:///{tmp_path / 'server.db'}", tmp_path, port)
 
 
 def _wait_healthy(uri, timeout=120):

@@ -71,3 +71,75 @@ def test_submitit_array_of_workers_writes_the_table(workdir):
     assert (workdir / "results" / "table2.md").is_file()
     assert {j["how"] for j in json.loads((workdir / "results" / "table2_provenance.json").read_text())["jobs"]} \
         == {"other worker"}, "the launcher trained nothing itself"
+
+
+@pytest.fixture
+def postgres():
+    """A throw-away PostgreSQL server (the system's `postgresql` binaries) with databases mlflow and optuna."""
+    import glob
+    import shutil
+    import tempfile
+    initdb = shutil.which("initdb") or next(iter(sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))), None)
+    if not initdb:
+        pytest.skip("PostgreSQL server binaries are not installed (apt install postgresql)")
+    psycopg = pytest.importorskip("psycopg", reason="pip install -e '.[postgres]'")
+    pg_ctl = os.path.join(os.path.dirname(initdb), "pg_ctl") if not shutil.which("pg_ctl") else shutil.which("pg_ctl")
+    root = tempfile.mkdtemp(prefix="pgtest-")
+    os.chmod(root, 0o777)
+    data = os.path.join(root, "data")
+    as_user = []
+    if os.geteuid() == 0:  # initdb refuses root: run the server as the package's postgres user
+        as_user = ["runuser", "-u", "postgres", "--"]
+        os.makedirs(data)
+        shutil.chown(data, "postgres")
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    subprocess.run(as_user + [initdb, "-D", data, "-A", "trust", "-U", "bench"], check=True, capture_output=True)
+    subprocess.run(as_user + [pg_ctl, "-D", data, "-w", "-l", os.path.join(root, "log"), "-o",
+                              f"-p {port} -k {root} -c listen_addresses=127.0.0.1", "start"], check=True,
+                   capture_output=True)
+    try:
+        with psycopg.connect(host="127.0.0.1", port=port, user="bench", dbname="postgres", autocommit=True) as con:
+            for db in ("mlflow", "optuna"):
+                con.execute(f"CREATE DATABASE {db}")
+        yield f"postgresql://bench@127.0.0.1:{port}"
+    finally:
+        subprocess.run(as_user + [pg_ctl, "-D", data, "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_workers_on_postgresql_and_an_mlflow_server_survive_a_kill(workdir, postgres):
+    """Two workers on one table-2 smoke run, sharing a real `mlflow server` on PostgreSQL and a PostgreSQL
+    cell queue; one is killed with SIGKILL mid-cell: the other finishes every cell, each exactly once."""
+    from tests.test_safety import _free_port, _mlflow_server_on, _stop, _wait_healthy
+    port = _free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = _mlflow_server_on(f"{postgres}/mlflow", workdir, port)
+    try:
+        _wait_healthy(uri)
+        extra = ["--tracking-uri", uri, "--queue", f"{postgres}/optuna"]
+        victim, survivor = _start(workdir, extra), _start(workdir, extra)
+        client = mlflow.MlflowClient(uri)
+
+        def train_runs():
+            exp = client.get_experiment_by_name(DEFAULT_EXPERIMENT)
+            return client.search_runs([exp.experiment_id], "tags.kind = 'train'") if exp else []
+        t0 = time.time()
+        while not any(r.info.status == "RUNNING" for r in train_runs()):
+            assert time.time() - t0 < 300, "no cell ever started"
+            time.sleep(0.2)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+        out, err = survivor.communicate(timeout=900)
+        assert survivor.returncode == 0, [line for line in err.replace("\r", "\n").splitlines()
+                                          if "error" in line.lower() or "Error" in line][-10:]
+        runs = train_runs()
+        finished = Counter(r.data.tags["fingerprint"] for r in runs if r.info.status == "FINISHED")
+        assert len(finished) == 4 and set(finished.values()) == {1}, "every cell finished exactly once"
+        assert not [r for r in runs if r.info.status == "RUNNING"], "the dead worker's run was closed"
+        assert (workdir / "results" / "table2.md").is_file()
+    finally:
+        _stop(server)
