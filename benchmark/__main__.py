@@ -137,7 +137,8 @@ def cmd_sweep(args):
     spec = SweepSpec(space=args.space, dataset=args.dataset, trials=args.trials, profile=get_profile_name(args.profile),
                      storage=args.storage, study=args.study, tracking_uri=args.tracking_uri, seed=args.seed,
                      overrides=parse_overrides(args.override), data_dir=args.data_dir, passes=args.passes,
-                     heartbeat_s=args.heartbeat, grace_s=args.grace)
+                     heartbeat_s=args.heartbeat, grace_s=args.grace,
+                     gpus=args.gpus.split(",") if args.gpus else None)
     summary = run_sweep(spec, workers=args.workers, out=args.out)
     print(json.dumps({k: summary.get(k) for k in ("study", "states", "best", "rerun", "study_wall_time_s",
                                                   "command_wall_time_s", "files")}, indent=2, default=str))
@@ -295,6 +296,7 @@ def main(argv=None):
     p.add_argument("-o", "--override", action="append", metavar="KEY=VALUE", help="fixed for every trial")
     p.add_argument("--passes", type=int, default=3, help="sampling passes per val evaluation")
     p.add_argument("--heartbeat", type=int, default=10, help="seconds between a running trial's heartbeats")
+    p.add_argument("--gpus", default=None, help="e.g. 0,1,2,3: one GPU per worker (CUDA_VISIBLE_DEVICES)")
     p.add_argument("--grace", type=int, default=60, help="seconds without heartbeat before a trial counts as dead")
     p.add_argument("--out", default="results/sweeps")
     p.add_argument("--tracking-uri", default=None)

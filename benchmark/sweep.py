@@ -58,6 +58,7 @@ class SweepSpec:
     ckpt_root: str = "checkpoints"
     progress: bool = True
     threads: int = 0           # torch threads per worker (0: cores / workers)
+    gpus: list | None = None   # one GPU per worker: worker w sees gpus[w % len(gpus)] (CUDA_VISIBLE_DEVICES)
 
     def __post_init__(self):
         self.study = self.study or f"{self.space}-{self.dataset}-{self.profile}"
@@ -184,11 +185,21 @@ def _counts(study) -> dict[str, int]:
     return Counter(t.state.name for t in study.get_trials(deepcopy=False))
 
 
+def pin_gpu(spec: SweepSpec, worker: int) -> str | None:
+    """This worker's GPU (`--gpus`), made its only visible device; before CUDA is first used in the process."""
+    if not spec.gpus:
+        return None
+    gpu = str(spec.gpus[worker % len(spec.gpus)])
+    os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    return gpu
+
+
 def work(spec: SweepSpec, worker: int = 0) -> None:
     """One worker: run trials until the study holds `spec.trials` finished ones."""
     import optuna
     from optuna.storages import fail_stale_trials
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    pin_gpu(spec, worker)
     if spec.threads:
         torch.set_num_threads(spec.threads)
     space = get_space(spec.space)

@@ -133,3 +133,12 @@ def test_fit_split_is_train_without_val(workdir, name):
     assert rows["val"] and rows["fit"]
     assert rows["fit"] | rows["val"] == rows["train"] and not rows["fit"] & rows["val"]
     assert torch.is_tensor(load_dataset(name, "fit", "smoke").tensors["x"])
+
+
+def test_sweep_workers_pin_one_gpu_each(monkeypatch):
+    from benchmark.sweep import SweepSpec, pin_gpu
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    spec = SweepSpec("lambdas", "faces", trials=1, profile="smoke", gpus=["2", "5"])
+    assert [pin_gpu(spec, w) for w in range(3)] == ["2", "5", "2"]
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "2"
+    assert pin_gpu(SweepSpec("lambdas", "faces", trials=1, profile="smoke"), 0) is None
