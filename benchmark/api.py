@@ -69,10 +69,9 @@ def train(cfg: RunConfig, resume: str | None = None, tracking_uri: str | None = 
         ckpt_dir = Path(ckpt_root) / run.run_id
         trainer = Trainer(model, dataset, cfg, tracker=run, ckpt_dir=ckpt_dir, progress=progress, hooks=hooks,
                           evaluator=evaluator)
+        held_out = str(val_held_out(cfg.train.split)).lower()
         run.set_tags(run_tags(cfg, dataset, trainer.device) | {"precision": trainer.precision,
-                                                               "checkpoint_dir": str(ckpt_dir), "kind": "train",
-                                                               "val_held_out": str(val_held_out(cfg.train.split)).lower(),
-                                                               "fingerprint": fp}
+                                                               "checkpoint_dir": str(ckpt_dir), "val_held_out": held_out}
                      | (extra_tags or {}))
         if run_id is None:
             run.log_params(cfg.flat())
@@ -318,8 +317,8 @@ def evaluate(run_id: str | None = None, checkpoint: str | None = None, tracking_
         channels_last(model)
     judge = judge_report = None
     if cfg.data.name in PROTOCOLS:  # speech is scored by EER, with no judge
-        judge, judge_report = get_judge(cfg.data.name, cfg.profile, cfg.data.data_dir, options=cfg.data.options, tracking_uri=tracking_uri,
-                                        progress=progress, device=device)
+        judge, judge_report = get_judge(cfg.data.name, cfg.profile, cfg.data.data_dir, options=cfg.data.options,
+                                        tracking_uri=tracking_uri, progress=progress, device=device)
         judge.to(dev)
     t0 = time.perf_counter()
     if max_sequences is None:
@@ -377,11 +376,10 @@ def real_probs(judge, dataset, batches: list[dict], max_sequences: int | None) -
 
 
 @torch.inference_mode()
-def protocol_metrics(model, judge, dataset, passes: int = 3, seed: int = 0, max_sequences: int | None = None,
-                     reconstruction: bool = True, batch_size: int = 256) -> dict:
+def protocol_metrics(model, judge, dataset, passes: int = 3, seed: int = 0, max_sequences: int | None = None) -> dict:
     """{"metrics": ..., "passes": ...}: the fix/resample protocol of the dataset (when it has one; on at most
     `max_sequences` of the split), the judge on the posterior reconstructions of the same sequences
-    (`reconstruction`, encoders only; `diagnose.reconstruction_report`) and speaker verification (when items
+    (encoders only; `diagnose.reconstruction_report`) and speaker verification (when items
     carry utterance ids; every utterance), on the model's device. The posterior and the judge's pass over the
     real sequences are computed once and shared by every side, pass and report."""
     from benchmark.diagnose import reconstruction_report
@@ -390,15 +388,15 @@ def protocol_metrics(model, judge, dataset, passes: int = 3, seed: int = 0, max_
     out: dict = {"metrics": {}}
     encodes = "encode" in model.capabilities
     batches = posteriors = real = None
-    if dataset.info.name in PROTOCOLS or (encodes and reconstruction):
-        batches = protocol_batches(dataset, max_sequences, dev, batch_size)
+    if dataset.info.name in PROTOCOLS or encodes:
+        batches = protocol_batches(dataset, max_sequences, dev)
         posteriors = [model.encode(b["x"], sample=False) for b in batches] if encodes else None
         real = real_probs(judge.to(dev), dataset, batches, max_sequences) if judge is not None else None
     if dataset.info.name in PROTOCOLS:
         out["n_sequences"] = sum(len(b["x"]) for b in batches)
         out.update(fix_resample_protocol(model, judge, batches, PROTOCOLS[dataset.info.name], passes, seed,
                                          real=real, posteriors=posteriors))
-    if encodes and reconstruction:
+    if encodes:
         out["metrics"].update(reconstruction_report(model, judge, dataset, max_sequences, batches, posteriors, real))
     if encodes and "utterance" in dataset.tensors:
         t = dataset.tensors

@@ -81,16 +81,15 @@ class CellQueue:
         return self.storage.get_all_trials(self.study._study_id, deepcopy=False, states=states)
 
     def claim_stale(self) -> None:
-        """Re-queue the cells of dead workers (what `claim` does first), without claiming anything."""
+        """Re-queue the cells of dead workers (RetryHeartbeatStaleTrialCallback), without claiming anything."""
         from optuna.storages import fail_stale_trials
         fail_stale_trials(self.study)
 
     def claim(self) -> Cell | None:
         """Atomically take a waiting cell (dead workers' cells are re-enqueued first); None when none waits."""
-        from optuna.storages import fail_stale_trials
-        from optuna.trial import TrialState
-        fail_stale_trials(self.study)
         from optuna.exceptions import UpdateFinishedTrialError
+        from optuna.trial import TrialState
+        self.claim_stale()
         for t in self._trials((TrialState.WAITING,)):
             try:
                 won = self.storage.set_trial_state_values(t._trial_id, TrialState.RUNNING)  # False: another won
@@ -117,10 +116,10 @@ class CellQueue:
     def release(self, ok: bool, requeue: bool = False) -> None:
         """The claimed cell is finished (COMPLETE), or failed here (FAIL), and then with `requeue` (this process
         was interrupted) enqueued again for whoever comes next — who resumes its checkpoint."""
+        from optuna.exceptions import UpdateFinishedTrialError
         from optuna.trial import TrialState
         self._stop.set()
         self._thread.join()
-        from optuna.exceptions import UpdateFinishedTrialError
         trial = self.storage.get_trial(self._trial_id)
         try:
             self.storage.set_trial_state_values(self._trial_id, TrialState.COMPLETE if ok else TrialState.FAIL,
@@ -131,21 +130,25 @@ class CellQueue:
         if requeue:
             self.study.enqueue_trial({}, user_attrs={"cell": trial.user_attrs["cell"]})
 
-    def _retry_failed(self) -> None:
-        """Cells that failed in an earlier command go back in the queue: rerunning the command retries them."""
+    def _newest(self) -> dict:
+        """{cell key: its newest trial}: a retried cell is what its latest trial says (trials come in creation
+        order)."""
         newest = {}
         for t in self._trials():
-            newest[t.user_attrs.get("cell")] = t
-        for key, t in newest.items():
-            if key in self.cells and t.state.name == "FAIL":
+            key = t.user_attrs.get("cell")
+            if key in self.cells:
+                newest[key] = t
+        return newest
+
+    def _retry_failed(self) -> None:
+        """Cells that failed in an earlier command go back in the queue: rerunning the command retries them."""
+        for key, t in self._newest().items():
+            if t.state.name == "FAIL":
                 self.study.enqueue_trial({}, user_attrs={"cell": key})
 
     def counts(self) -> dict[str, int]:
-        """Cells done / running / queued (a retried cell counts once, by its newest trial)."""
-        newest = {}
-        for t in self._trials():
-            newest[t.user_attrs.get("cell")] = t  # trials come in creation order
-        states = [t.state.name for k, t in newest.items() if k in self.cells]
+        """Cells done / running / queued / failed (a retried cell counts once, by its newest trial)."""
+        states = [t.state.name for t in self._newest().values()]
         return {"done": states.count("COMPLETE"), "running": states.count("RUNNING"),
                 "queued": states.count("WAITING"), "failed": states.count("FAIL"), "total": len(self.cells)}
 
@@ -156,13 +159,6 @@ class CellQueue:
     def _close_dead_run(self, trial) -> None:
         """The MLflow run a dead worker left RUNNING: marked KILLED, so the next claimer resumes it."""
         cell = self.cells.get(trial.user_attrs.get("cell"))
-        if cell is None:
-            return
-        try:
-            client = tracking.get_client(self.tracking_uri)
-            for run in tracking.search_runs(f"tags.fingerprint = '{cell.fingerprint}'", self.tracking_uri):
-                if run.info.status == "RUNNING":
-                    client.set_tag(run.info.run_id, "error", "worker died (no heartbeat); the cell was re-queued")
-                    client.set_terminated(run.info.run_id, "KILLED")
-        except Exception as e:  # noqa: BLE001 - a tracking hiccup must not stop the retry
-            print(f"warning: could not close the MLflow run of dead cell {cell.key}: {e}", file=sys.stderr)
+        if cell is not None:
+            tracking.close_running_runs(f"tags.fingerprint = '{cell.fingerprint}'", self.tracking_uri,
+                                        "worker died (no heartbeat); the cell was re-queued")

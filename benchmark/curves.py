@@ -29,7 +29,7 @@ def curve_metrics(dataset: str, available: set[str]) -> list[str]:
 
 def collect_curves(runs, hue: str, uri: str | None = None) -> pd.DataFrame:
     """Long form (run_id, model, dataset, seed, hue, step, train_time_s, metric, value) of the runs' val/* metrics."""
-    client = tracking.get_client(tracking.resolve_uri(uri))
+    client = tracking.get_client(uri)
     rows = []
     for r in runs:
         names = [k for k in r.data.metrics if k.startswith("val/")]
@@ -182,6 +182,10 @@ def write_curves(runs, name: str, hue: str, out: str | Path, uri: str | None, co
     out.mkdir(parents=True, exist_ok=True)
     files = []
     datasets = sorted(df.dataset.unique())
+    unknown = sorted({m for m, _ in targets or () if m not in set(df.metric)})
+    if unknown:  # a typo must not silently drop the target from the report
+        raise ValueError(f"--until {', '.join(unknown)}: not a val metric these runs logged; they logged "
+                         f"{', '.join(sorted(set(df.metric)))}")
     from benchmark.validation import val_held_out
     used = [r for r in runs if r.info.run_id in set(df.run_id)]
     held = sum(val_held_out(r.data.params.get("train.split", "train")) for r in used)

@@ -77,8 +77,8 @@ def diagnose_table(number: int, results: str | Path = "results", tracking_uri: s
             continue
         judge = None
         if cfg.data.name in PROTOCOLS:
-            judge, _ = get_judge(cfg.data.name, cfg.profile, cfg.data.data_dir, options=cfg.data.options, tracking_uri=tracking_uri,
-                                 progress=False)
+            judge, _ = get_judge(cfg.data.name, cfg.profile, cfg.data.data_dir, options=cfg.data.options,
+                                 tracking_uri=tracking_uri, progress=False)
         elif "utterance" in test.tensors and cfg.data.name not in reference:
             reference[cfg.data.name] = feature_eer(test)
         rows.append({**job, **reconstruction_report(model, judge, test)})

@@ -37,8 +37,8 @@ def load_data(path: str | Path, what: str, map_location="cpu"):
             f"numpy random state; if you trust the file, convert it once with `python -m benchmark "
             f"migrate-checkpoint {path} --trust`") from None
     except Exception as e:  # noqa: BLE001 - truncated zip, not a torch file, ...: one clear message
-        raise ValueError(f"{what} {path}: not a readable checkpoint or cache file (torch.save format expected; {type(e).__name__}: "
-                         f"{str(e)[:200]})") from None
+        raise ValueError(f"{what} {path}: not a readable checkpoint or cache file (torch.save format expected; "
+                         f"{type(e).__name__}: {str(e)[:200]})") from None
 
 
 def migrate_checkpoint(path: str | Path, trust: bool = False) -> Path:

@@ -90,10 +90,10 @@ def make_storage(spec: SweepSpec):
     def on_dead_trial(study, trial):
         _close_dead_trial_run(study, trial, uri)
         retry(study, trial)
-    try:  # creating the schema of a fresh storage: one process at a time on this machine (tracking.store_lock)
-        with tracking.store_lock(spec.storage):
-            return RDBStorage(spec.storage, engine_kwargs=engine, heartbeat_interval=spec.heartbeat_s,
-                              grace_period=spec.grace_s, heartbeat_stale_trial_callback=on_dead_trial)
+    try:  # a fresh storage's schema: one process at a time on this machine, retried against other machines
+        return tracking.initialising(spec.storage, "open the Optuna storage", lambda: RDBStorage(
+            spec.storage, engine_kwargs=engine, heartbeat_interval=spec.heartbeat_s, grace_period=spec.grace_s,
+            heartbeat_stale_trial_callback=on_dead_trial))
     except Exception as e:  # noqa: BLE001 - a bad URL, a missing driver, a dead server: one clear message
         raise SweepError(f"--storage {spec.storage}: cannot open the Optuna storage ({type(e).__name__}: {e}); "
                          "expected an SQLAlchemy URL such as sqlite:///optuna.db or "
@@ -102,16 +102,8 @@ def make_storage(spec: SweepSpec):
 
 def _close_dead_trial_run(study, trial, uri) -> None:
     """The MLflow run of a trial whose worker died stays RUNNING forever unless someone ends it."""
-    try:
-        client = tracking.get_client(uri)
-        for run in tracking.search_runs(f"tags.study = '{study.study_name}' and "
-                                        f"tags.optuna_trial_id = '{trial._trial_id}'", uri):
-            if run.info.status == "RUNNING":
-                client.set_tag(run.info.run_id, "optuna_state", "FAIL")
-                client.set_tag(run.info.run_id, "error", "worker died (no Optuna heartbeat); trial retried")
-                client.set_terminated(run.info.run_id, "KILLED")
-    except Exception as e:  # noqa: BLE001 - a tracking hiccup must not stop the retry
-        print(f"warning: could not close the MLflow run of dead trial {trial.number}: {e}", file=sys.stderr)
+    tracking.close_running_runs(f"tags.study = '{study.study_name}' and tags.optuna_trial_id = '{trial._trial_id}'",
+                                uri, "worker died (no Optuna heartbeat); trial retried", {"optuna_state": "FAIL"})
 
 
 class _ValReport:
@@ -403,7 +395,7 @@ def report_study(study_name: str, storage: str = DEFAULT_STORAGE, out: str | Pat
                 run.log_metrics({f"best_{metric}": summary["best"]["value"]}, 0)
                 run.set_tags({f"best.{k}": f"{v:.6g}" for k, v in summary["best"]["params"].items()})
             run.flush()
-            tracking.get_client(tracking.resolve_uri(tracking_uri)).set_terminated(parent, "FINISHED")
+            tracking.get_client(tracking_uri).set_terminated(parent, "FINISHED")
         except Exception as e:  # noqa: BLE001 - the files are written; say why MLflow did not get them
             print(f"warning: sweep report not logged to MLflow run {parent}: {e}", file=sys.stderr)
     summary["files"] = [str(f) for f in files]
@@ -420,7 +412,7 @@ def _write_md(path: Path, summary: dict, df) -> None:
         b = summary["best"]
         lines += ["", f"Best: trial {b['number']}, {summary['metric']} = {b['value']:.2f}, "
                       + ", ".join(f"{k} = {v:.4g}" for k, v in b["params"].items())
-                  + f" (paper: " + ", ".join(f"{k} = {v:g}" for k, v in summary["paper_lambdas"].items()) + ")",
+                  + " (paper: " + ", ".join(f"{k} = {v:g}" for k, v in summary["paper_lambdas"].items()) + ")",
                   "", f"Rerun: `{summary['rerun']}`"]
     if len(df):
         lines += ["", "| trial | state | value | " + " | ".join(c for c in df.columns if c.startswith("loss.")) + " |",

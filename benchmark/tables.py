@@ -16,7 +16,7 @@ from benchmark.api import evaluate, run_fingerprint, train
 from benchmark.config import resolve_config
 from benchmark.data import load_dataset
 from benchmark.profiles import get_profile
-from benchmark.trainer import cpu_has_bf16_units
+from benchmark.trainer import TrainingError, cpu_has_bf16_units
 from experiments import TableSpec, tables
 
 PAPER_CSV = Path(__file__).resolve().parent.parent / "experiments" / "paper_tables.csv"
@@ -82,6 +82,15 @@ def run_job(spec, dataset, model, seed, profile, parent_id, tracking_uri, force,
     return run_id, how
 
 
+def _progress(spec, parent, c: dict, cell=None) -> dict:
+    """The queue's counts `c`, printed and set as the table parent run's tags (the MLflow view of progress)."""
+    what = f"{cell.model} on {cell.dataset}, seed {cell.seed}: " if cell else ""
+    print(f"[table {spec.number}] {what}cells done {c['done']}, running {c['running']}, queued {c['queued']} of "
+          f"{c['total']}", file=sys.stderr, flush=True)
+    parent.set_tags({"cells_done": c["done"], "cells_running": c["running"], "cells_queued": c["queued"]})
+    return c
+
+
 def work_cells(spec, queue, profile, parent, tracking_uri, force, passes, progress, poll_s: float = 5.0) -> dict:
     """Claim and run cells until every cell of the queue is finished (by this or any other process);
     returns {cell key: how} for the cells this process ran. A cell that fails here is marked failed and the
@@ -99,13 +108,10 @@ def work_cells(spec, queue, profile, parent, tracking_uri, force, passes, progre
             time.sleep(poll_s)
             continue
         waited = False
-        c = queue.counts()
-        eta = ""
+        c = _progress(spec, parent, queue.counts(), cell)
         if mine:
-            eta = f", ETA {(time.perf_counter() - t0) / len(mine) * (c['queued'] + 1) / 60:.0f} min at this pace"
-        print(f"[table {spec.number}] {cell.model} on {cell.dataset}, seed {cell.seed}: cells done {c['done']}, "
-              f"running {c['running']}, queued {c['queued']} of {c['total']}{eta}", file=sys.stderr, flush=True)
-        parent.set_tags({"cells_done": c["done"], "cells_running": c["running"], "cells_queued": c["queued"]})
+            print(f"[table {spec.number}] ETA {(time.perf_counter() - t0) / len(mine) * (c['queued'] + 1) / 60:.0f} "
+                  f"min for the queue at this worker's pace", file=sys.stderr, flush=True)
         try:
             _, how = run_job(spec, cell.dataset, cell.model, cell.seed, profile, parent.run_id, tracking_uri,
                              force, passes, progress)
@@ -204,10 +210,7 @@ def _watch(spec, queue, parent, poll_s: float = 10.0) -> None:
         queue.claim_stale()
         c = queue.counts()
         if c != last:
-            print(f"[table {spec.number}] cells done {c['done']}, running {c['running']}, queued {c['queued']} "
-                  f"of {c['total']}", file=sys.stderr, flush=True)
-            parent.set_tags({"cells_done": c["done"], "cells_running": c["running"], "cells_queued": c["queued"]})
-            last = c
+            last = _progress(spec, parent, c)
         time.sleep(poll_s)
 
 
@@ -262,20 +265,21 @@ def run_table(number: int, profile: str = "cpu", seeds: int = 3, datasets=None, 
         finally:
             if helpers is not None:
                 codes = helpers.wait()
-        c = queue.counts()
-        parent.set_tags({"cells_done": c["done"], "cells_running": c["running"], "cells_queued": c["queued"]})
+        c = _progress(spec, parent, queue.counts())
         if worker_only:
             return {"files": [], "wall_time_s": time.perf_counter() - t0, "parent_run_id": parent.run_id,
                     "jobs": mine}
         if c["failed"] or any(codes) or not queue.finished():
-            raise RuntimeError(f"table {number}: {c['failed']} cell(s) failed in other workers (see their output and "
-                               f"MLflow runs); rerun the command to retry them")
+            raise TrainingError(f"table {number}: {c['failed']} cell(s) failed, {sum(map(bool, codes))} worker "
+                                f"process(es) exited with an error, {c['total'] - c['done']} of {c['total']} cells "
+                                f"unfinished (see the workers' output and their MLflow runs); rerun the same command "
+                                f"to retry them")
         done = []
         for cell in cells:  # every cell is finished now: each one's run, and how this process got it
             run = _finished_eval(tracking.search_runs(f"tags.fingerprint = '{cell.fingerprint}'", tracking_uri),
                                  spec.metrics[0])
             if not run:
-                raise RuntimeError(f"table {number}: cell {cell.key} is marked done but has no finished, evaluated "
+                raise TrainingError(f"table {number}: cell {cell.key} is marked done but has no finished, evaluated "
                                    f"run in {tracking.resolve_uri(tracking_uri)}")
             earlier = (run[0].info.end_time or 0) < started_ms  # finished before this command: reused
             done.append({"dataset": cell.dataset, "model": cell.model, "seed": cell.seed,

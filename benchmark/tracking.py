@@ -105,11 +105,12 @@ class Tracker:
         deadline = time.time() + (self.final_wait_s if final else 0.0)
         while self._buffer:
             try:
-                if not self._reachable():
+                if not self._reachable():  # once per attempt, not per chunk: one round trip per flush
                     raise TrackingError("unreachable")
-                chunk = self._buffer[:1000]
-                self.client.log_batch(self.run_id, metrics=chunk)
-                del self._buffer[:len(chunk)]
+                while self._buffer:
+                    chunk = self._buffer[:1000]
+                    self.client.log_batch(self.run_id, metrics=chunk)
+                    del self._buffer[:len(chunk)]
             except Exception as e:  # noqa: BLE001 - a store outage, whatever the client raises for it
                 if self._down_since is None:
                     self._down_since = time.time()
@@ -254,6 +255,21 @@ def start_run(run_name: str, tags: dict | None = None, uri: str | None = None,
 def open_run(run_id: str, uri: str | None = None) -> Tracker:
     """A Tracker on an existing run (evaluation results are logged to the run they evaluate)."""
     return Tracker(find_run(run_id, uri), get_client(uri), uri=resolve_uri(uri))
+
+
+def close_running_runs(filter_string: str, uri: str | None, reason: str, extra_tags: dict | None = None) -> None:
+    """Mark KILLED the RUNNING runs matching `filter_string` whose process died (a dead sweep trial or table
+    cell): otherwise they stay RUNNING forever. A tracking hiccup is a warning, never a stopped retry."""
+    import sys
+    try:
+        client = get_client(uri)
+        for run in search_runs(filter_string, uri):
+            if run.info.status == "RUNNING":
+                for k, v in {**(extra_tags or {}), "error": reason}.items():
+                    client.set_tag(run.info.run_id, k, v)
+                client.set_terminated(run.info.run_id, "KILLED")
+    except Exception as e:  # noqa: BLE001
+        print(f"warning: could not close the dead runs matching {filter_string!r}: {e}", file=sys.stderr)
 
 
 def download_artifact(run_id: str, path: str, uri: str | None = None) -> str:

@@ -12,7 +12,6 @@ import time
 import torch
 
 
-
 class Validator:
     """`validator(model) -> {name: value}` on a fixed val subset (the same sequences at every call)."""
 
@@ -56,7 +55,7 @@ def make_validator(cfg, tracking_uri: str | None = None, progress: bool = True, 
     val = load_dataset(cfg.data.name, "val", cfg.profile, cfg.data.data_dir, cfg.data.options)
     judge = None
     if cfg.data.name in PROTOCOLS:
-        judge, _ = get_judge(cfg.data.name, cfg.profile, cfg.data.data_dir, options=cfg.data.options, tracking_uri=tracking_uri,
-                             progress=progress, device=cfg.train.device)
+        judge, _ = get_judge(cfg.data.name, cfg.profile, cfg.data.data_dir, options=cfg.data.options,
+                             tracking_uri=tracking_uri, progress=progress, device=cfg.train.device)
     return Validator(val, judge, prof.get("val_sequences", 256) if max_sequences is None else max_sequences,
                      prof.get("val_passes", 1) if passes is None else passes, seed=0)

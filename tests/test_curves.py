@@ -24,6 +24,11 @@ def test_curves_from_mlflow_filter(workdir, capsys):
     md = (workdir / "curves" / "ct.md").read_text()
     assert "| loss.recon=gaussian-learned | 2 |" in md and "| loss.recon=gaussian-learned | 4 |" in md
     assert "Val held out (trained on `fit`) in 0 of 2 runs" in md  # train contains val: said, not hidden
+    # a --until target these runs never logged is an error, not a silently missing row
+    assert main(["curves", "--filter", "tags.study = 'curve-test'", "--name", "ct2", "--out", "curves",
+                 "--until", "acc=50", "--until", "acc_typo=1"]) == 2
+    err = capsys.readouterr().err
+    assert "acc_typo" in err and "recon_mse" in err
     # no val metrics: a clear error naming the setting
     assert main(["curves", "--filter", "tags.study = 'nothing'", "--name", "x"]) == 2
     assert "no finished training run" in capsys.readouterr().err
