@@ -6,6 +6,11 @@ import json
 import sys
 
 
+def table_id(s: str):
+    """Tables are numbered 1-3; `1x` is Table 1 with extra competitors (C-DSVAE)."""
+    return int(s) if s.isdigit() else s
+
+
 def _common(p, model=True):
     if model:
         p.add_argument("--model", default="s3vae", help="registered model (see `list`)")
@@ -154,6 +159,12 @@ def cmd_claims(args):
     print(f"wrote {write_claims(args.results)}")
 
 
+def cmd_leaderboard(args):
+    from benchmark.leaderboard import write_leaderboard
+    for f in write_leaderboard(args.results, args.out, args.tracking_uri):
+        print(f"wrote {f}")
+
+
 def cmd_curves(args):
     from benchmark.curves import filtered_curves, parse_targets, table_curves
     command = " ".join(["python -m benchmark"] + sys.argv[1:])
@@ -237,7 +248,7 @@ def main(argv=None):
     p.add_argument("--tracking-uri", default=None)
     p.set_defaults(fn=cmd_eval)
     p = sub.add_parser("run", help="regenerate a table of the paper: train, judge, evaluate, write results/")
-    p.add_argument("--table", type=int, required=True, help="1, 2 or 3")
+    p.add_argument("--table", type=table_id, required=True, help="1, 2, 3, or 1x (table 1 + C-DSVAE)")
     p.add_argument("--profile", default="auto", help="smoke | cpu | paper | auto (paper on CUDA, else cpu)")
     p.add_argument("--seeds", type=int, default=3, help="training seeds per cell")
     p.add_argument("--datasets", nargs="+", default=None, help="subset (or, for table 2, more) datasets")
@@ -260,19 +271,19 @@ def main(argv=None):
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # a helper started by --workers
     p.set_defaults(fn=cmd_run)
     p = sub.add_parser("report", help="rebuild a table's files from MLflow alone, or a sweep's from its study")
-    p.add_argument("--table", type=int, default=None)
+    p.add_argument("--table", type=table_id, default=None)
     p.add_argument("--study", default=None, help="an Optuna study name (see `sweep`)")
     p.add_argument("--storage", default="sqlite:///optuna.db", help="the study's SQLAlchemy URL")
     p.add_argument("--out", default=None, help="default results/ (tables), results/sweeps/ (studies)")
     p.add_argument("--tracking-uri", default=None)
     p.set_defaults(fn=cmd_report)
     p = sub.add_parser("diagnose", help="judge accuracy on reconstructions and latent spread for a table's runs")
-    p.add_argument("--table", type=int, required=True)
+    p.add_argument("--table", type=table_id, required=True)
     p.add_argument("--results", default="results")
     p.add_argument("--tracking-uri", default=None)
     p.set_defaults(fn=cmd_diagnose)
     p = sub.add_parser("curves", help="learning curves (val/* metrics vs steps and time) of a table or of any runs")
-    p.add_argument("--table", type=int, default=None, help="the newest finished run of table N")
+    p.add_argument("--table", type=table_id, default=None, help="the newest finished run of table N")
     p.add_argument("--filter", default=None, help="MLflow filter over training runs, e.g. \"tags.study = 'lik'\"")
     p.add_argument("--name", default=None, help="output stem for --filter (results/curves/NAME.png, .csv, .md, .json)")
     p.add_argument("--hue", default="model", help="one line per value of this tag or param (e.g. loss.recon; several: model,loss.recon)")
@@ -285,6 +296,13 @@ def main(argv=None):
     p = sub.add_parser("claims", help="test the paper's claims on the committed tables (Welch's t over seeds)")
     p.add_argument("--results", default="results")
     p.set_defaults(fn=cmd_claims)
+    p = sub.add_parser("leaderboard", help="rank every model per dataset and metric from the committed tables "
+                                           "(results/leaderboard.{md,csv,png})")
+    p.add_argument("--results", default="results", help="where the tableN.csv + tableN_provenance.json are")
+    p.add_argument("--out", default=None, help="where the leaderboard files go (default: --results)")
+    p.add_argument("--tracking-uri", default=None,
+                   help="optional: check the run ids against this MLflow store (http(s): links in the markdown)")
+    p.set_defaults(fn=cmd_leaderboard)
     p = sub.add_parser("sweep", help="Optuna study over a search space (shared RDB storage, many workers)")
     p.add_argument("--space", required=True, help="a search space of experiments/sweeps/ (e.g. lambdas)")
     _common(p, model=False)

@@ -97,6 +97,10 @@ def _write_readme(results: Path, claim_lines: list[str]) -> Path:
            "MLflow run ids). Regenerate a table with the command in its provenance, e.g. "
            "`python -m benchmark run --table 2 --profile cpu --seeds 3`. What the numbers say, what was "
            "checked, and what does not hold: [reading.md](reading.md).", ""]
+    if (results / "leaderboard.md").is_file():
+        out += ["Every model ranked within each dataset and metric, beside the paper's value, with the MLflow run "
+                "ids of its seeds: [leaderboard.md](leaderboard.md) (`python -m benchmark leaderboard`, from the "
+                "same committed tables).", ""]
     for md in sorted(results.glob("table[0-9].md")):
         body = md.read_text().splitlines()
         out += _demoted(body) + ["", f"![{md.stem}]({md.stem}.png)", ""]

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmark import tracking
+from benchmark.directions import DIRECTIONS, LOWER
 from experiments import LEARNING_FLOORS
 
 
@@ -107,7 +108,8 @@ def _label(metric: str) -> str:
             "eer_z_t": "EER z_1:T (%, higher better)"}.get(metric, f"{metric} (%)" if metric.startswith("acc") else metric)
 
 
-LOWER_IS_BETTER = ("recon_mse", "eer_z_f")
+# from the one table of directions (benchmark/directions.py), so curves and the leaderboard agree
+LOWER_IS_BETTER = tuple(m for m, d in DIRECTIONS.items() if d == LOWER)
 
 
 def parse_targets(specs: list[str] | None) -> list[tuple[str, float]]:
@@ -235,7 +237,8 @@ def table_curves(number: int, out="results/curves", uri: str | None = None, comm
 def filtered_curves(filter_string: str, name: str, hue: str = "model", out="results/curves", uri: str | None = None,
                     command: str = "", targets: list[tuple[str, float]] | None = None) -> list[Path]:
     """The curves of every finished training run matching an MLflow filter (e.g. "tags.study = 'x'")."""
-    runs = [r for r in tracking.search_runs(filter_string, uri) if r.info.status == "FINISHED"
+    runs = [r for r in tracking.search_runs(filter_string, uri, (tracking.DEFAULT_EXPERIMENT, tracking.SWEEP_EXPERIMENT))
+            if r.info.status == "FINISHED"
             and r.data.tags.get("kind") == "train"]
     if not runs:
         raise FileNotFoundError(f"curves --filter {filter_string!r}: no finished training run matches in "
