@@ -43,6 +43,11 @@ class LossConfig:
     recon_sigma_init: float = 1.0
     mi_reduce: str = "sum"       # MWS MI over time steps: sum (Eq. 7) | mean (C-DSVAE)
     dfp_topk: int = 1
+    # C-DSVAE (models/cdsvae.py): weights of the two InfoNCE terms and their temperature; the public code's
+    # values (run_cdsvae.sh: weight_c_aug = weight_m_aug = 10; train_cdsvae.py: tau = 0.5, cosine similarity)
+    lambda_nce_f: float = 10.0   # z_f of x vs z_f of its time-shuffled copy (content-preserving view)
+    lambda_nce_t: float = 10.0   # z_1:T of x vs z_1:T of its appearance-changed copy (motion-preserving view)
+    nce_tau: float = 0.5
 
 
 @dataclass

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from benchmark.registry import MODELS
+from models.cdsvae import CDSVAE
 from models.dsvae import DSVAE
 from models.fhvae import FHVAE
 from models.mocogan import MoCoGAN
@@ -18,6 +19,13 @@ MODELS.register("baseline-sv", SupervisedS3VAE,
                 doc="baseline + CE heads on ground-truth labels (the seed's fully supervised reference)")
 MODELS.register("dsvae", DSVAE, defaults={"loss.lambda_scc": 0.0, "loss.lambda_dfp": 0.0, "loss.lambda_mi": 0.0},
                 doc="DSVAE (Li & Mandt 2018), full q: z_t posterior sees the whole sequence and z_f")
+# C-DSVAE's own values (models/cdsvae.py's docstring, from the public code): MI weight 1 averaged over time,
+# InfoNCE weights loss.lambda_nce_f = loss.lambda_nce_t = 10 and loss.nce_tau = 0.5 (LossConfig's defaults); no
+# SCC / DFP (their terms stay no-grad diagnostics, as for DSVAE)
+MODELS.register("cdsvae", CDSVAE, defaults={"loss.lambda_scc": 0.0, "loss.lambda_dfp": 0.0, "loss.lambda_mi": 1.0,
+                                            "loss.mi_reduce": "mean", "loss.lambda_nce_f": 10.0,
+                                            "loss.lambda_nce_t": 10.0, "loss.nce_tau": 0.5},
+                doc="C-DSVAE (Bai et al. 2021): DSVAE-style encoder + MWS MI + InfoNCE on shuffled / recoloured views")
 MODELS.register("mocogan", MoCoGAN,
                 defaults={"model.d_zf": 50, "model.d_zt": 10, "train.lr": 2e-4, "train.beta1": 0.5},
                 doc="MoCoGAN (Tulyakov et al. 2018), conditional on the judged labels; content 50-d, motion 10-d")

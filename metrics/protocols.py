@@ -44,6 +44,11 @@ PROTOCOLS: dict[str, tuple[Side, ...]] = {
     "faces": (Side("expression", "dynamic", ("expression",), ("expression",)),),
 }
 METRICS = ("acc", "is", "h_y_given_x", "h_y", "label_kl")
+# datasets whose label families are generative factors of every sequence, probed from z_f and z_{1:T}
+# (metrics.probes.probe_report); the families and which are static or dynamic come from the dataset's info.
+# Speech is left out: its one label (speaker) is scored by EER, and one utterance's segments would sit on
+# both sides of a fold
+PROBED = frozenset(PROTOCOLS)
 
 
 @torch.inference_mode()

@@ -231,14 +231,19 @@ def test_shared_posteriors_leave_every_pass_unchanged():
 
 
 def test_protocol_metrics_equal_the_separate_scorers_and_cache_the_real_pass(monkeypatch):
-    """One call shares posteriors and the judge's real pass between the protocol and the reconstruction
-    report; its numbers are those of the two run apart. A judge with a fingerprint reads real data once."""
+    """One call shares posteriors and the judge's real pass between the protocol, the reconstruction
+    report and the probes; its numbers are those of the three run apart. A judge with a fingerprint reads
+    real data once."""
     import benchmark.api as api
     from benchmark.diagnose import reconstruction_report
+    from metrics.probes import probe_report
     model, judge, ds = _smoke_s3vae_and_data()
     batches = api.protocol_batches(ds, 30, "cpu")
+    with torch.no_grad():
+        posteriors = [model.encode(b["x"], sample=False) for b in batches]
     apart = {**fix_resample_protocol(model, judge, batches, PROTOCOLS["sprites"], passes=1, seed=0)["metrics"],
-             **reconstruction_report(model, judge, ds, 30)}
+             **reconstruction_report(model, judge, ds, 30),
+             **probe_report(posteriors, batches, ds.info.static_labels, ds.info.dynamic_labels)}
     judge.fingerprint = "test-judge"
     monkeypatch.setattr(api, "_REAL_PROBS", {})
     calls = []
