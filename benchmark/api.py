@@ -44,7 +44,8 @@ def run_fingerprint(cfg: RunConfig, dataset_fingerprint: str) -> str:
 
 def train(cfg: RunConfig, resume: str | None = None, tracking_uri: str | None = None,
           progress: bool = True, ckpt_root: str = "checkpoints", parent_run_id: str | None = None,
-          run_id: str | None = None, extra_tags: dict | None = None, hooks: list | None = None) -> dict:
+          run_id: str | None = None, extra_tags: dict | None = None, hooks: list | None = None,
+          experiment: str = tracking.DEFAULT_EXPERIMENT, run_name: str | None = None) -> dict:
     """Train one model on one dataset, tracked in MLflow. Returns run id, checkpoint, final terms, wall time.
     `run_id` continues an interrupted run (same MLflow run, `resume` its checkpoint); `hooks` are called
     with the trainer after every epoch (sweeps report and prune there)."""
@@ -60,15 +61,15 @@ def train(cfg: RunConfig, resume: str | None = None, tracking_uri: str | None = 
                   "fit to training data (in-sample); -o train.split=fit holds val out", file=sys.stderr)
     seed_everything(cfg.seed)
     model = build_model(cfg, dataset.info)
-    name = f"{cfg.model.name}-{cfg.data.name}-{cfg.profile}-s{cfg.seed}"
+    name = run_name or f"{cfg.model.name}-{cfg.data.name}-{cfg.profile}-s{cfg.seed}"
     # identity tags at creation, atomically with the run: a worker killed right after creating it leaves a
     # run that the cell queue can still find by fingerprint and close
     fp = run_fingerprint(cfg, dataset.fingerprint)
-    with tracking.start_run(name, uri=tracking_uri, parent_run_id=parent_run_id, run_id=run_id,
+    with tracking.start_run(name, uri=tracking_uri, parent_run_id=parent_run_id, run_id=run_id, experiment=experiment,
                             tags={"model": cfg.model.name, "kind": "train", "fingerprint": fp}) as run:
         ckpt_dir = Path(ckpt_root) / run.run_id
         trainer = Trainer(model, dataset, cfg, tracker=run, ckpt_dir=ckpt_dir, progress=progress, hooks=hooks,
-                          evaluator=evaluator)
+                          evaluator=evaluator, on_validate=lambda t: log_pictures(t.model, dataset, run, t, images_only=True))
         held_out = str(val_held_out(cfg.train.split)).lower()
         run.set_tags(run_tags(cfg, dataset, trainer.device) | {"precision": trainer.precision,
                                                                "checkpoint_dir": str(ckpt_dir), "val_held_out": held_out}
@@ -95,8 +96,8 @@ def train(cfg: RunConfig, resume: str | None = None, tracking_uri: str | None = 
                    "final_terms": final, "precision": trainer.precision, "device": str(trainer.device),
                    "train_time_s": state.train_time_s,
                    "final_val": state.val_history[-1][1] if state.val_history else {}}
-        run.log_metrics({"wall_time_s": trainer.wall_time, "train_sequences_per_s": summary["sequences_per_s"]},
-                        state.step)
+        run.log_metrics({"sys/wall_time_s": trainer.wall_time, "sys/train_time_s": state.train_time_s,
+                         "sys/sequences_per_s": summary["sequences_per_s"]}, state.step)
         run.log_text(json.dumps(summary, indent=2), "summary.json")
     return summary
 
@@ -116,18 +117,31 @@ def _sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
-def log_pictures(model, dataset, run, trainer) -> None:
-    """Reconstruction, swap and prior-sample grids of test-time behaviour (eval mode, fp32)."""
+# figure key -> (capabilities that make it, how it is drawn); one place for every run's pictures
+FIGURES = {
+    "reconstruction": ({"encode"}, lambda model, x, path: visuals.reconstruction_grid(model, x, path)),
+    "swap": ({"swap"}, lambda model, x, path: visuals.swap_grid(model, x, path)),
+    "samples": ({"sample", "generate"}, lambda model, x, path: visuals.sample_grid(model, x.shape[1], path)),
+}
+
+
+def log_pictures(model, dataset, run, trainer, images_only: bool = False) -> None:
+    """Reconstruction, swap and prior-sample grids of test-time behaviour (eval mode, fp32), as images under
+    their key at this step (comparable across runs and steps in MLflow) and, at the end, as `figures/` files."""
+    was_training = model.training
     model.eval()
     x = dataset.batch(torch.arange(min(8, len(dataset))))["x"].to(trainer.device)
-    with tempfile.TemporaryDirectory() as d:
-        if "encode" in model.capabilities:
-            run.log_artifact(visuals.reconstruction_grid(model, x, Path(d) / "reconstruction.png"), "figures")
-        if "swap" in model.capabilities:
-            run.log_artifact(visuals.swap_grid(model, x, Path(d) / "swap.png"), "figures")
-        if {"sample", "generate"} & model.capabilities:
-            run.log_artifact(visuals.sample_grid(model, x.shape[1], Path(d) / "samples.png"), "figures")
-    model.train()
+    cuda = [trainer.device] if trainer.device.type == "cuda" else []
+    # the same prior draws at every step (samples comparable along training), and training's RNG untouched
+    with tempfile.TemporaryDirectory() as d, torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(0)
+        for key, (needs, draw) in FIGURES.items():
+            if needs & model.capabilities:
+                path = draw(model, x, Path(d) / f"{key}.png")
+                run.log_image(path, key, trainer.state.step)
+                if not images_only:
+                    run.log_artifact(path, "figures")
+    model.train(was_training)
 
 
 def bench(cfg: RunConfig, steps: int = 6, warmup: int = 2, dataset=None, roof: dict | None = None,
@@ -379,11 +393,13 @@ def real_probs(judge, dataset, batches: list[dict], max_sequences: int | None) -
 def protocol_metrics(model, judge, dataset, passes: int = 3, seed: int = 0, max_sequences: int | None = None) -> dict:
     """{"metrics": ..., "passes": ...}: the fix/resample protocol of the dataset (when it has one; on at most
     `max_sequences` of the split), the judge on the posterior reconstructions of the same sequences
-    (encoders only; `diagnose.reconstruction_report`) and speaker verification (when items
+    (encoders only; `diagnose.reconstruction_report`), linear probes of every label family from z_f and
+    z_{1:T} (encoders on `PROBED` datasets; `metrics.probes.probe_report`) and speaker verification (when items
     carry utterance ids; every utterance), on the model's device. The posterior and the judge's pass over the
     real sequences are computed once and shared by every side, pass and report."""
     from benchmark.diagnose import reconstruction_report
-    from metrics.protocols import PROTOCOLS, fix_resample_protocol, speaker_verification
+    from metrics.probes import probe_report
+    from metrics.protocols import PROBED, PROTOCOLS, fix_resample_protocol, speaker_verification
     dev = next(model.parameters()).device
     out: dict = {"metrics": {}}
     encodes = "encode" in model.capabilities
@@ -398,6 +414,9 @@ def protocol_metrics(model, judge, dataset, passes: int = 3, seed: int = 0, max_
                                          real=real, posteriors=posteriors))
     if encodes:
         out["metrics"].update(reconstruction_report(model, judge, dataset, max_sequences, batches, posteriors, real))
+    if encodes and dataset.info.name in PROBED:  # factor x latent probe accuracies and leakage, same sequences
+        info = dataset.info
+        out["metrics"].update(probe_report(posteriors, batches, info.static_labels, info.dynamic_labels))
     if encodes and "utterance" in dataset.tensors:
         t = dataset.tensors
         out["metrics"].update(speaker_verification(model, t["x"].to(dev), t["utterance"], t["static"][:, 0]))

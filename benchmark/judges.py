@@ -150,11 +150,14 @@ def get_judge(dataset_name: str, profile: str = "cpu", data_dir: str | None = No
                              data_dir)
     seed_everything(cfg.seed)
     judge = Judge(train.info, cfg.model.width, cfg.model.hidden, cfg.model.feat_dim)
-    with tracking.start_run(f"judge-{dataset_name}-{cfg.profile}", uri=tracking_uri,
+    with tracking.start_run(f"judge-{dataset_name}-{cfg.profile}", uri=tracking_uri, experiment=tracking.JUDGE_EXPERIMENT,
                             tags={"kind": "judge", "model": "judge", "dataset": dataset_name, "profile": cfg.profile,
                                   "judge_fingerprint": fp, "dataset_fingerprint": train.fingerprint,
                                   **tracking.git_info()}) as run:
-        run.log_params(cfg.flat() | {f"judge.{k}": settings.get(k, 0) for k in ("train_frames", "extra_sequences")})
+        # only what shapes a judge: the generative models' loss and latent settings do not apply to it
+        used = {k: v for k, v in cfg.flat().items() if k.split(".")[0] in ("train", "data", "seed", "profile")
+                or k in ("model.name", "model.width", "model.hidden", "model.feat_dim")}
+        run.log_params(used | {f"judge.{k}": settings.get(k, 0) for k in ("train_frames", "extra_sequences")})
         trainer = Trainer(judge, fit_on, cfg, tracker=run, progress=progress)
         trainer.fit()
         test = load_dataset(dataset_name, "test", profile, data_dir, options)
@@ -163,7 +166,7 @@ def get_judge(dataset_name: str, profile: str = "cpu", data_dir: str | None = No
                   "test_accuracy": acc, "train_wall_time_s": trainer.wall_time, "steps": trainer.state.step,
                   "n_train": len(train), "n_trained_on": len(fit_on), "n_test": len(test),
                   "precision": trainer.precision}
-        run.log_metrics({f"test_acc_{k}": v for k, v in acc.items()}, trainer.state.step)
+        run.log_metrics({f"judge/test_acc_{k}": v for k, v in acc.items()}, trainer.state.step)
         run.log_text(json.dumps(report, indent=2), "judge_report.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # atomic, and per process: workers may race

@@ -103,7 +103,8 @@ def make_storage(spec: SweepSpec):
 def _close_dead_trial_run(study, trial, uri) -> None:
     """The MLflow run of a trial whose worker died stays RUNNING forever unless someone ends it."""
     tracking.close_running_runs(f"tags.study = '{study.study_name}' and tags.optuna_trial_id = '{trial._trial_id}'",
-                                uri, "worker died (no Optuna heartbeat); trial retried", {"optuna_state": "FAIL"})
+                                uri, "worker died (no Optuna heartbeat); trial retried", {"optuna_state": "FAIL"},
+                                experiment=tracking.SWEEP_EXPERIMENT)
 
 
 class _ValReport:
@@ -155,7 +156,8 @@ class Objective:
         client = tracking.get_client(s.tracking_uri)
         try:
             summary = train(cfg, tracking_uri=s.tracking_uri, progress=s.progress, ckpt_root=s.ckpt_root,
-                            parent_run_id=self.parent, extra_tags=tags, hooks=[hook])
+                            parent_run_id=self.parent, extra_tags=tags, hooks=[hook],
+                            experiment=tracking.SWEEP_EXPERIMENT, run_name=trial_run_name(trial.number, params))
         except optuna.TrialPruned:
             if hook.run_id:  # stopped on purpose: a finished run, labelled as pruned
                 client.set_tag(hook.run_id, "optuna_state", "PRUNED")
@@ -170,6 +172,14 @@ class Objective:
         trial.set_user_attr("wall_time_s", summary["wall_time_s"])
         client.set_tag(summary["run_id"], "optuna_state", "COMPLETE")
         return hook.values[-1]
+
+
+def trial_run_name(number: int, params: dict) -> str:
+    """`trial-7 λ=(1000, 100, 1)`: what a trial tried, readable in the MLflow runs table."""
+    if params and all(k.split(".")[-1].startswith("lambda_") for k in params):
+        return f"trial-{number} λ=(" + ", ".join(f"{v:.3g}" for v in params.values()) + ")"
+    return f"trial-{number} " + " ".join(f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else
+                                         f"{k.split('.')[-1]}={v}" for k, v in params.items())
 
 
 def _counts(study) -> dict[str, int]:
@@ -224,7 +234,7 @@ def _parent_run(study, spec: SweepSpec) -> str:
             return rid
         except Exception:  # noqa: BLE001 - the study moved to another tracking store: make a new parent
             pass
-    with tracking.start_run(f"sweep-{spec.study}", uri=spec.tracking_uri,
+    with tracking.start_run(f"sweep-{spec.study}", uri=spec.tracking_uri, experiment=tracking.SWEEP_EXPERIMENT,
                             tags={"kind": "sweep", "study": spec.study, "space": spec.space, "dataset": spec.dataset,
                                   "profile": spec.profile, "storage": spec.storage, **tracking.git_info()}) as run:
         run.log_params({"space": spec.space, "dataset": spec.dataset, "profile": spec.profile,
@@ -243,6 +253,8 @@ def open_study(spec: SweepSpec):
                          f"protocol; it supports {', '.join(space.datasets)}")
     study = optuna.create_study(study_name=spec.study, storage=make_storage(spec), direction=space.direction,
                                 load_if_exists=True)
+    if study.metric_names is None:  # optuna-dashboard then names the objective instead of "Objective 0"
+        study.set_metric_names([f"val_{space.metric}"])
     want = {"space": spec.space, "dataset": spec.dataset, "profile": spec.profile, "model": space.model,
             "overrides": json.dumps(spec.overrides, sort_keys=True), "seed": spec.seed}
     for k, v in want.items():
@@ -394,12 +406,23 @@ def report_study(study_name: str, storage: str = DEFAULT_STORAGE, out: str | Pat
             if "best" in summary:
                 run.log_metrics({f"best_{metric}": summary["best"]["value"]}, 0)
                 run.set_tags({f"best.{k}": f"{v:.6g}" for k, v in summary["best"]["params"].items()})
+                _log_best_params(run, summary["best"])
             run.flush()
             tracking.get_client(tracking_uri).set_terminated(parent, "FINISHED")
         except Exception as e:  # noqa: BLE001 - the files are written; say why MLflow did not get them
             print(f"warning: sweep report not logged to MLflow run {parent}: {e}", file=sys.stderr)
     summary["files"] = [str(f) for f in files]
     return summary
+
+
+def _log_best_params(run, best: dict) -> None:
+    """The best trial's values as the parent's params (filterable and comparable in MLflow). Params cannot change:
+    when a continued study finds a better trial, the `best.*` tags carry the new values and this says so."""
+    try:
+        run.log_params({f"best.{k}": f"{v:.6g}" for k, v in best["params"].items()} | {"best.trial": best["number"]})
+    except Exception:  # noqa: BLE001 - MLflow refuses to overwrite a param
+        print(f"note: the best trial is now {best['number']}; the parent run's best.* params keep the earlier best, "
+              "its best.* tags the new one", file=sys.stderr)
 
 
 def _write_md(path: Path, summary: dict, df) -> None:

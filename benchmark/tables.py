@@ -23,11 +23,26 @@ PAPER_CSV = Path(__file__).resolve().parent.parent / "experiments" / "paper_tabl
 PERCENT = ("acc", "acc_action", "acc_static", "acc_all_static", "acc_all", "eer_z_f", "eer_z_t")
 
 
-def get_table(number: int) -> TableSpec:
+# Extended tables: a paper table plus registered competitors the paper does not have, under their own id, so
+# that `run --table 1x` writes results/table1x.* beside the paper's table1.* (whose model list stays the
+# paper's) and reuses the cells the two share (same fingerprint). The paper column is the base table's.
+EXTENDED = {"1x": (1, ("cdsvae",))}
+
+
+def get_table(number: int | str) -> TableSpec:
+    """The spec of table `number`: 1, 2, 3 (or "1"), or an extended id such as "1x"."""
+    import dataclasses
     known = tables()
-    if number not in known:
-        raise KeyError(f"unknown table {number}; known tables: {', '.join(map(str, sorted(known)))}")
-    return known[number]
+    key = int(number) if str(number).isdigit() else str(number)
+    if key in EXTENDED:
+        base, extra = EXTENDED[key]
+        spec = known[base]
+        return dataclasses.replace(spec, number=key, title=f"{spec.title} + {', '.join(extra)}",
+                                   models=spec.models + tuple(m for m in extra if m not in spec.models))
+    if key not in known:
+        ids = [str(k) for k in sorted(known)] + list(EXTENDED)
+        raise KeyError(f"unknown table {number}; known tables: {', '.join(ids)}")
+    return known[key]
 
 
 def table_jobs(spec: TableSpec, seeds: int, datasets=None, models=None) -> list[tuple[str, str, int]]:
@@ -255,6 +270,12 @@ def run_table(number: int, profile: str = "cpu", seeds: int = 3, datasets=None, 
     with tracking.start_run(f"table{number}-{profile}" + ("-worker" if worker_only else ""), uri=tracking_uri,
                             tags={"kind": "table-worker" if worker_only else "table", "table": number,
                                   "profile": profile, "command": command, "cell_queue": name, **git}) as parent:
+        # what the table is, as params: filterable, and shown beside its metrics in Compare
+        parent.log_params({"table": number, "profile": profile, "seeds": seeds, "passes": passes,
+                           "datasets": ",".join(dict.fromkeys(c.dataset for c in cells)),
+                           "models": ",".join(dict.fromkeys(c.model for c in cells)), "cells": len(cells),
+                           **{f"budget.{d}": json.dumps(o, sort_keys=True)
+                              for d, o in spec.budgets.get(profile, {}).items()}})
         codes = []
         try:
             if helpers is not None and helpers.remote:
@@ -288,14 +309,35 @@ def run_table(number: int, profile: str = "cpu", seeds: int = 3, datasets=None, 
         parent.log_text(json.dumps(done, indent=2), "jobs.json")
         wall = time.perf_counter() - t0
         parent.set_tags({"seeds": seeds, "passes": passes})
-        parent.log_metrics({"wall_time_s": wall}, 0)
+        parent.log_metrics({"sys/wall_time_s": wall}, 0)
         files = write_table(spec, collect(done, tracking_uri), out, provenance={
             "command": command, "profile": profile, "seeds": seeds,
             "passes": passes, "wall_time_s": wall, "parent_run_id": parent.run_id, "jobs": done,
             "budget": spec.budgets.get(profile, {}), **git})
         for f in files:
             parent.log_artifact(f, "table")
+        log_table_to_run(parent, spec, out)
     return {"files": [str(f) for f in files], "wall_time_s": wall, "parent_run_id": parent.run_id, "jobs": done}
+
+
+MAX_NOTE = 7000  # MLflow keeps tag values up to 8,000 characters
+
+
+def log_table_to_run(run, spec: TableSpec, out) -> None:
+    """The table on its parent run, where the MLflow UI shows it: every cell's mean, std and n as metrics
+    `table/<dataset>/<model>/<metric>_{mean,std,n}` (sortable and comparable across table runs), the markdown as
+    the run's description, and the figure as an image."""
+    stem = Path(out) / f"table{spec.number}"
+    long = pd.read_csv(f"{stem}.csv")
+    run.log_metrics({f"table/{r.dataset}/{r.model}/{r.metric}_{stat}": float(getattr(r, stat))
+                     for r in long.itertuples() for stat in ("mean", "std", "n") if pd.notna(getattr(r, stat))}, 0)
+    md = Path(f"{stem}.md").read_text()
+    if len(md) > MAX_NOTE:
+        md = md[:MAX_NOTE] + f"\n\n… (cut; the whole table is the artifact table/table{spec.number}.md)"
+    run.set_tags({"mlflow.note.content": md})
+    if Path(f"{stem}.png").is_file():
+        run.log_image(f"{stem}.png", f"table{spec.number}", 0)
+    run.flush()
 
 
 def collect(jobs: list[dict], tracking_uri=None) -> pd.DataFrame:
@@ -305,7 +347,7 @@ def collect(jobs: list[dict], tracking_uri=None) -> pd.DataFrame:
         run = tracking.find_run(j["run_id"], tracking_uri)
         m = run.data.metrics
         row = {**j, **{k[5:]: v for k, v in m.items() if k.startswith("eval/")},
-               "wall_time_s": m.get("wall_time_s"), "git_commit": run.data.tags.get("git_commit"),
+               "wall_time_s": m.get("sys/wall_time_s", m.get("wall_time_s")), "git_commit": run.data.tags.get("git_commit"),
                "judge_run_id": run.data.tags.get("judge_run_id")}
         rows.append(row)
     return pd.DataFrame(rows)
@@ -323,7 +365,9 @@ def aggregate(spec: TableSpec, per_seed: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def paper_values(number: int) -> pd.DataFrame:
+def paper_values(number: int | str) -> pd.DataFrame:
+    """The paper's values of table `number` (an extended table: its base table's)."""
+    number = EXTENDED[number][0] if number in EXTENDED else int(number)
     p = pd.read_csv(PAPER_CSV)
     return p[p.table == number]
 
@@ -391,7 +435,9 @@ def write_table(spec: TableSpec, per_seed: pd.DataFrame, out, provenance: dict) 
                                                   "scikit-learn", "opencv-python-headless")},
             "per_seed": json.loads(per_seed.to_json(orient="records"))}
     Path(f"{stem}_provenance.json").write_text(json.dumps(prov, indent=2, default=str))
-    fig = plot_table(spec, long, paper, Path(f"{stem}.png"), warnings)
+    fig = plot_table(spec, long, paper, Path(f"{stem}.png"), warnings,
+                     f"profile {provenance['profile']}, n = {provenance['seeds']} training seeds × "
+                     f"{provenance['passes']} sampling passes; bars: mean, whiskers: ± std over seeds")
     return [Path(f"{stem}.csv"), Path(f"{stem}.md"), Path(f"{stem}.tex"), Path(f"{stem}_provenance.json"), fig]
 
 
@@ -415,14 +461,22 @@ def hardware() -> dict:
             "cpu_flags": flags, "bf16_units": cpu_has_bf16_units()}
 
 
+METRIC_NAMES = {"acc": "Acc (%)", "is": "IS", "h_y_given_x": "H(y|x)", "h_y": "H(y)",
+                "label_kl": "KL(judge labels: generated ‖ real)", "eer_z_f": "EER of z_f (%)",
+                "eer_z_t": "EER of z_1:T (%)"}
+
+
 def plot_table(spec: TableSpec, long: pd.DataFrame, paper: pd.DataFrame, path: Path,
-               warnings: list[str] | None = None) -> Path:
-    """Ours (mean ± std over seeds) beside the paper, one panel per metric and dataset."""
+               warnings: list[str] | None = None, subtitle: str = "") -> Path:
+    """Ours (mean ± std over seeds) beside the paper, one panel per metric and dataset, each titled with the
+    metric's name and which way is better."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import seaborn as sns
-    ours = long[long.metric.isin(spec.metrics)].assign(source="ours", value=lambda f: f["mean"])
+    from benchmark.directions import direction
+    shown = list(spec.metrics) + [m for m in spec.extra_metrics if m in METRIC_NAMES]
+    ours = long[long.metric.isin(shown)].assign(source="ours", value=lambda f: f["mean"])
     theirs = paper[paper.metric.isin(spec.metrics)].assign(source="paper", std=0.0)
     df = pd.concat([ours[["dataset", "model", "metric", "value", "std", "source"]],
                     theirs[theirs.dataset.isin(ours.dataset.unique())][["dataset", "model", "metric", "value", "std",
@@ -435,10 +489,15 @@ def plot_table(spec: TableSpec, long: pd.DataFrame, paper: pd.DataFrame, path: P
         for i, r in enumerate(sub.itertuples()):
             ax.errorbar(i - 0.2, r.value, yerr=r.std, color="black", capsize=2, lw=1)
         ax.tick_params(axis="x", rotation=30)
-    title = f"Table {spec.number}: ours vs paper"
+        ax.set_title(f"{d}: {METRIC_NAMES.get(metric, metric)}\n({direction(metric)} is better)", fontsize=9)
+        ax.set_ylabel(METRIC_NAMES.get(metric, metric))
+        ax.set_xlabel("")
+    title = f"Table {spec.number}: ours vs paper" + (f"\n{subtitle}" if subtitle else "")
     if warnings:
         title += "\n" + "\n".join(warnings)
-    g.figure.suptitle(title, y=1.02, color="firebrick" if warnings else "black")
+    rows = len(g.axes)  # the title's lines sit above the panels' own two-line titles
+    g.figure.suptitle(title, y=1.0 + (0.06 + 0.05 * title.count("\n")) / rows, fontsize=10,
+                      color="firebrick" if warnings else "black")
     g.figure.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(g.figure)
     return path
@@ -459,7 +518,7 @@ def report_table(number: int, out="results", tracking_uri=None) -> list[Path]:
     prov = {"command": parent.data.tags.get("command", f"python -m benchmark report --table {number}"),
             "rebuilt_by": f"python -m benchmark report --table {number}", "profile": parent.data.tags.get("profile"),
             "seeds": seeds, "passes": int(parent.data.tags.get("passes", 0)),
-            "wall_time_s": parent.data.metrics.get("wall_time_s", float("nan")), "parent_run_id": parent.info.run_id,
+            "wall_time_s": parent.data.metrics.get("sys/wall_time_s", parent.data.metrics.get("wall_time_s", float("nan"))), "parent_run_id": parent.info.run_id,
             "jobs": jobs, "rebuilt_from_mlflow": True, "budget": spec.budgets.get(parent.data.tags.get("profile"), {}),
             **{k: parent.data.tags.get(k, "unknown") for k in ("git_commit", "git_dirty")}}
     return write_table(spec, collect(jobs, tracking_uri), out, prov)

@@ -12,6 +12,24 @@ from pathlib import Path
 
 DEFAULT_URI = "sqlite:///mlruns.db"
 DEFAULT_EXPERIMENT = "s3vae-benchmark"
+SWEEP_EXPERIMENT = "s3vae-benchmark-sweeps"
+JUDGE_EXPERIMENT = "s3vae-benchmark-judges"
+# one experiment per purpose, each with the description MLflow shows above its runs
+EXPERIMENTS = {
+    DEFAULT_EXPERIMENT: "Tables and single runs. Each `run --table N` is a parent run (kind=table) carrying the "
+                        "table itself (per model/dataset/metric mean, std and n as metrics, the markdown as its "
+                        "description, the figure as an image) with its cells' train runs nested under it; "
+                        "`train` and `eval` runs of their own are top-level. Metric prefixes: train/ (loss terms), "
+                        "val/ (learning curves), eval/ (test protocol), sys/ (time and speed), table/ (a table's "
+                        "cells).",
+    SWEEP_EXPERIMENT: "Optuna sweeps (`sweep --space ...`). One parent run per study (kind=sweep) with the best "
+                      "trial's parameters as params; trials nested under it, named `trial-N` with their values.",
+    JUDGE_EXPERIMENT: "Judge classifiers, one per dataset, profile and train split: their training curves "
+                      "(train/ce_*) and test accuracy per label family (judge/test_acc_*). A judge below the "
+                      "accuracy floor makes every number it scores meaningless (tag judge_below_floor).",
+}
+# MLflow 3 opens an experiment on its GenAI overview unless it is marked as model training
+_EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 
 
 class TrackingError(RuntimeError):
@@ -161,6 +179,14 @@ class Tracker:
         self._await_store()
         self.client.log_text(self.run_id, text, name)
 
+    def log_image(self, path, key: str, step: int) -> None:
+        """An image under `key` at `step`: MLflow shows it in the run's chart view with a step slider and sets the
+        same key side by side across runs in Compare (plain artifacts cannot be compared)."""
+        from PIL import Image
+        self._await_store()
+        with Image.open(path) as im:
+            self.client.log_image(self.run_id, im.convert("RGB"), key=key, step=step)
+
 
 @contextmanager
 def store_lock(uri: str):
@@ -211,11 +237,27 @@ def get_client(uri: str | None = None):
 
 
 def experiment_id(client, uri: str, name: str) -> str:
-    """The experiment's id, created on first use (safely when several processes start at once)."""
+    """The experiment's id, created on first use (safely when several processes start at once), marked as model
+    training and described (also an experiment made by an older version, on first use)."""
     def get_or_create():
+        if name in EXPERIMENTS:  # all of them, in one order: a fresh store has the same ids everywhere (README URLs)
+            for other in EXPERIMENTS:
+                if client.get_experiment_by_name(other) is None:
+                    _described(client, client.create_experiment(other), other, {})
         exp = client.get_experiment_by_name(name)
-        return exp.experiment_id if exp else client.create_experiment(name)
+        exp_id = exp.experiment_id if exp else client.create_experiment(name)
+        return _described(client, exp_id, name, dict(exp.tags) if exp else {})
     return initialising(uri, f"open or create experiment {name!r}", get_or_create)
+
+
+def _described(client, exp_id: str, name: str, tags: dict) -> str:
+    wanted = {_EXPERIMENT_KIND[0]: _EXPERIMENT_KIND[1]}
+    if name in EXPERIMENTS:
+        wanted["mlflow.note.content"] = EXPERIMENTS[name]
+    for k, v in wanted.items():
+        if tags.get(k) != v:
+            client.set_experiment_tag(exp_id, k, v)
+    return exp_id
 
 
 @contextmanager
@@ -257,13 +299,14 @@ def open_run(run_id: str, uri: str | None = None) -> Tracker:
     return Tracker(find_run(run_id, uri), get_client(uri), uri=resolve_uri(uri))
 
 
-def close_running_runs(filter_string: str, uri: str | None, reason: str, extra_tags: dict | None = None) -> None:
+def close_running_runs(filter_string: str, uri: str | None, reason: str, extra_tags: dict | None = None,
+                       experiment: str = DEFAULT_EXPERIMENT) -> None:
     """Mark KILLED the RUNNING runs matching `filter_string` whose process died (a dead sweep trial or table
     cell): otherwise they stay RUNNING forever. A tracking hiccup is a warning, never a stopped retry."""
     import sys
     try:
         client = get_client(uri)
-        for run in search_runs(filter_string, uri):
+        for run in search_runs(filter_string, uri, experiment):
             if run.info.status == "RUNNING":
                 for k, v in {**(extra_tags or {}), "error": reason}.items():
                     client.set_tag(run.info.run_id, k, v)
@@ -287,11 +330,11 @@ def find_run(run_id: str, uri: str | None = None):
         raise TrackingError(f"--run {run_id}: no such run in {uri}") from None
 
 
-def search_runs(filter_string: str, uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT) -> list:
-    """Runs of the experiment matching an MLflow filter, newest first."""
+def search_runs(filter_string: str, uri: str | None = None, experiment: str | tuple = DEFAULT_EXPERIMENT) -> list:
+    """Runs of the experiment(s) matching an MLflow filter, newest first."""
     client = get_client(uri)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
+    names = (experiment,) if isinstance(experiment, str) else tuple(experiment)
+    ids = [e.experiment_id for e in map(client.get_experiment_by_name, names) if e is not None]
+    if not ids:
         return []
-    return client.search_runs([exp.experiment_id], filter_string, order_by=["attributes.start_time DESC"],
-                              max_results=1000)
+    return client.search_runs(ids, filter_string, order_by=["attributes.start_time DESC"], max_results=1000)

@@ -109,9 +109,12 @@ def check_finite(terms: dict, total: torch.Tensor, step: int) -> None:
 
 class Trainer:
     def __init__(self, model, dataset, cfg, tracker=None, ckpt_dir: str | Path = "checkpoints",
-                 hooks: list[Callable] | None = None, progress: bool = True, evaluator: Callable | None = None):
+                 hooks: list[Callable] | None = None, progress: bool = True, evaluator: Callable | None = None,
+                 on_validate: Callable | None = None):
         """`hooks(trainer)` run after every epoch; `evaluator(model) -> {name: value}` every
-        `train.eval_every` steps and at the end, logged as `val/<name>` (the learning curves)."""
+        `train.eval_every` steps and at the end, logged as `val/<name>` (the learning curves);
+        `on_validate(trainer)` right after each of those (figures at that step)."""
+        self.on_validate = on_validate
         self.cfg, self.tc = cfg, cfg.train
         self.device = select_device(self.tc.device)
         self.precision = resolve_precision(self.tc.precision, self.device)
@@ -224,7 +227,7 @@ class Trainer:
                     vals = {k: float(v) for k, v in terms.items()}
                     st.history.append((st.step, vals))
                     if self.tracker:
-                        self.tracker.log_metrics(vals, st.step)
+                        self.tracker.log_metrics({f"train/{k}": v for k, v in vals.items()}, st.step)
                     bar.set_postfix({k: f"{v:.3g}" for k, v in vals.items()}, refresh=False)
                 bar.update(1)
                 now = time.perf_counter()
@@ -260,6 +263,8 @@ class Trainer:
         if self.tracker:
             self.tracker.log_metrics({f"val/{k}": v for k, v in vals.items()}, st.step)
             self.tracker.flush()
+        if self.on_validate:
+            self.on_validate(self)
         if self.progress:
             shown = {k: v for k, v in vals.items() if k in ("acc", "recon_mse", "eer_z_f", "eer_z_t")
                      or k.startswith("recon_acc_")}

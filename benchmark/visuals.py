@@ -23,14 +23,51 @@ def rows_grid(rows: list[torch.Tensor], kind: str) -> torch.Tensor:
     return make_grid(frames.clamp(0, 1), nrow=len(frames) // len(rows), padding=1, pad_value=1.0)
 
 
+def save_captioned(img: torch.Tensor, path: Path, title: str, row_labels: list[str] | None = None,
+                   footer: str = "") -> Path:
+    """Save a grid image with its caption above, a label left of each row and a note below, so that the picture
+    says what it shows where it is seen (MLflow's artifact view and image compare have no other caption)."""
+    from PIL import Image, ImageDraw, ImageFont
+    arr = (img.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).astype(np.uint8)
+    im = Image.fromarray(arr)
+    if im.height < 400:  # small sprites: twice the size, so that a face or a digit can be seen
+        im = im.resize((im.width * 2, im.height * 2), Image.NEAREST)
+    font = ImageFont.load_default()
+    line = 14
+    wrap = max(40, (im.width + 100) // 6)
+    head = [title[i:i + wrap] for i in range(0, len(title), wrap)]
+    foot = [footer[i:i + wrap] for i in range(0, len(footer), wrap)] if footer else []
+    left = 8 + 6 * max(map(len, row_labels)) if row_labels else 0
+    canvas = Image.new("RGB", (im.width + left, im.height + line * (len(head) + len(foot)) + 6), "white")
+    canvas.paste(im, (left, line * len(head) + 3))
+    draw = ImageDraw.Draw(canvas)
+    for k, text in enumerate(head):
+        draw.text((3, 2 + k * line), text, fill="black", font=font)
+    if row_labels:
+        h = im.height / len(row_labels)
+        for k, text in enumerate(row_labels):
+            draw.text((3, line * len(head) + 3 + k * h + h / 2 - 5), text, fill="black", font=font)
+    for k, text in enumerate(foot):
+        draw.text((3, line * len(head) + 5 + im.height + k * line), text, fill="dimgray", font=font)
+    canvas.save(path)
+    return Path(path)
+
+
+def _time_axis(model) -> str:
+    return "columns: time steps t = 1..T" if model.info.kind == "video" else "x axis: time frames, y axis: mel bins"
+
+
 @torch.no_grad()
 def reconstruction_grid(model, x: torch.Tensor, path: Path, n: int = 4) -> Path:
     """Pairs of rows: a real sequence, then its reconstruction from posterior means."""
     lat = model.encode(x[:n], sample=False)
     rec = model.decode(lat.zf_mean, lat.zt_mean)
-    rows = [r for i in range(min(n, len(x))) for r in (x[i], rec[i])]
-    save_image(rows_grid(rows, model.info.kind), path)
-    return Path(path)
+    k = min(n, len(x))
+    rows = [r for i in range(k) for r in (x[i], rec[i])]
+    labels = [lab for i in range(k) for lab in (f"real {i}", f"recon {i}")]
+    return save_captioned(rows_grid(rows, model.info.kind), path,
+                          f"Reconstruction ({type(model).__name__}): each real sequence, then its decoding from the "
+                          "posterior means of z_f and z_1:T", labels, _time_axis(model))
 
 
 @torch.no_grad()
@@ -48,8 +85,11 @@ def swap_grid(model, x: torch.Tensor, path: Path, n: int = 4) -> Path:
     First row block: the real sequences."""
     sw = swap_sequences(model, x, n)
     rows = [x[j] for j in range(n)] + [sw[i, j] for i in range(n) for j in range(n)]
-    save_image(rows_grid(rows, model.info.kind), path)
-    return Path(path)
+    labels = [f"real {j}" for j in range(n)] + [f"f{i} t{j}" for i in range(n) for j in range(n)]
+    return save_captioned(rows_grid(rows, model.info.kind), path,
+                          f"Swap ({type(model).__name__}): row 'f i t j' decodes z_f of real i (keeps its appearance) "
+                          "with z_1:T of real j (keeps its motion); the first rows are the real sequences",
+                          labels, _time_axis(model))
 
 
 def swap_gif(model, x: torch.Tensor, path: Path, n: int = 4, scale: int = 2) -> Path:
@@ -71,9 +111,21 @@ def swap_gif(model, x: torch.Tensor, path: Path, n: int = 4, scale: int = 2) -> 
         img = (canvas.clamp(0, 1).permute(1, 2, 0).numpy() * 255).astype(np.uint8)
         if c == 1:
             img = img[..., 0]
-        frames.append(Image.fromarray(img).resize((img.shape[1] * scale, img.shape[0] * scale), Image.NEAREST))
+        frames.append(_gif_caption(Image.fromarray(img).resize((img.shape[1] * scale, img.shape[0] * scale),
+                                                               Image.NEAREST), k, t))
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=150, loop=0)
     return Path(path)
+
+
+def _gif_caption(im, k: int, t: int):
+    """The swap GIF's own legend: which axis keeps appearance and which keeps motion, and the time step."""
+    from PIL import Image, ImageDraw
+    out = Image.new("RGB", (im.width, im.height + 30), "white")
+    out.paste(im.convert("RGB"), (0, 30))
+    draw = ImageDraw.Draw(out)
+    draw.text((3, 2), "cell (row i, col j): appearance z_f of the left frame i,", fill="black")
+    draw.text((3, 15), f"motion z_1:T of the top sequence j   t = {k + 1}/{t}", fill="black")
+    return out
 
 
 @torch.no_grad()
@@ -82,10 +134,13 @@ def sample_grid(model, steps: int, path: Path, n: int = 6) -> Path:
     if "sample" in model.capabilities:
         lat = model.sample_prior(n, steps)
         out = model.decode(lat.zf, lat.zt)
+        how = "z_f ~ N(0, I), z_1:T from the learned prior"
     else:
         out = model.generate({}, steps, n=n)
-    save_image(rows_grid(list(out), model.info.kind), path)
-    return Path(path)
+        how = "the generator's noise, no labels"
+    return save_captioned(rows_grid(list(out), model.info.kind), path,
+                          f"Samples ({type(model).__name__}): one generated sequence per row, {how}",
+                          [f"sample {i}" for i in range(len(out))], _time_axis(model))
 
 
 def dataset_preview(ds, stem: Path, n: int = 6) -> list[Path]:

@@ -33,9 +33,14 @@ class S3VAE(SequentialModel):
                         "dfp": loss_cfg.lambda_dfp, "mi": loss_cfg.lambda_mi}
         if not info.dfp:  # a dataset without a self-supervision signal has no DFP term
             self.weights.pop("dfp")
-        if self.weights.get("dfp", 0) > 0:
+        else:
             self.dfp_head = nn.Sequential(nn.Linear(c.d_zt, c.dfp_hidden), nn.ReLU(True),
                                           nn.Linear(c.dfp_hidden, info.dfp["dim"]))
+            if self.weights["dfp"] == 0:
+                # ablations without DFP still log `dfp`, from a probe head trained on detached z_t: the same
+                # column in every run (how well z_t predicts the motion signal), and no gradient into the model
+                self.weights["dfp_probe"] = 1.0
+                self.register_load_state_dict_post_hook(_probe_head_optional)
         if loss_cfg.lambda_sv > 0 and getattr(self, "supervised", False):
             self._build_supervised_heads(c)
 
@@ -107,7 +112,11 @@ class S3VAE(SequentialModel):
                                                         post.zt, post.zt_mean, post.zt_logvar, lc.mi_reduce)
         # the estimator's largest value (log M per step): an MI term near it is saturated
         terms["mi_ceiling"] = torch.tensor(losses.mi_ceiling(x.shape[0], x.shape[1], lc.mi_reduce))
-        if w.get("dfp", 0) > 0:
+        if "dfp_probe" in w:
+            pred = self.dfp_head(post.zt.detach())
+            terms["dfp_probe"] = losses.dfp_loss(pred, batch["dfp"], self.info.dfp["kind"], lc.dfp_topk)
+            terms["dfp"] = terms["dfp_probe"].detach()
+        elif "dfp" in w:
             pred = self.dfp_head(post.zt)
             terms["dfp"] = losses.dfp_loss(pred, batch["dfp"], self.info.dfp["kind"], lc.dfp_topk)
         if hasattr(self, "sv_static"):
@@ -138,6 +147,11 @@ class S3VAE(SequentialModel):
         zt_pooled = post.zt.mean(1)
         loss = loss + sum(ce(head(zt_pooled).float(), batch["dynamic"][:, i]) for i, head in enumerate(self.sv_dynamic))
         return loss
+
+
+def _probe_head_optional(module, incompatible) -> None:
+    """Checkpoints written before ablations had a DFP probe head still load (the probe only logs a diagnostic)."""
+    incompatible.missing_keys[:] = [k for k in incompatible.missing_keys if not k.startswith("dfp_head.")]
 
 
 class SupervisedS3VAE(S3VAE):

@@ -15,8 +15,11 @@ def test_judge_is_trained_once_then_cached(workdir, monkeypatch):
     judge, report = get_judge("sprites", "smoke", progress=False, force=True)
     assert set(report["test_accuracy"]) == {"skin", "top", "pants", "hair", "action", "static_all"}
     assert all(0 <= v <= 100 for v in report["test_accuracy"].values())
-    run = mlflow.MlflowClient(resolve_uri()).get_run(report["run_id"])
-    assert run.data.tags["kind"] == "judge" and "test_acc_action" in run.data.metrics
+    client = mlflow.MlflowClient(resolve_uri())
+    run = client.get_run(report["run_id"])
+    assert client.get_experiment(run.info.experiment_id).name == "s3vae-benchmark-judges"
+    assert "loss.lambda_scc" not in run.data.params and "model.width" in run.data.params, "only a judge's params"
+    assert run.data.tags["kind"] == "judge" and "judge/test_acc_action" in run.data.metrics
     import benchmark.judges as J
     monkeypatch.setattr(J, "Trainer", None)  # a cache hit must not train
     judge2, report2 = get_judge("sprites", "smoke", progress=False)

@@ -203,7 +203,7 @@ def test_tracking_server_killed_and_restarted_mid_training_leaves_no_gap(workdir
         client = tracking.get_client(uri)
         while True:  # once the first metrics are in, take the server away for ~8 s
             runs = tracking.search_runs("tags.kind = 'train'", uri)
-            if runs and client.get_metric_history(runs[0].info.run_id, "total"):
+            if runs and client.get_metric_history(runs[0].info.run_id, "train/total"):
                 break
             time.sleep(0.5)
         _stop(server)
@@ -217,7 +217,7 @@ def test_tracking_server_killed_and_restarted_mid_training_leaves_no_gap(workdir
         summary = train(cfg, tracking_uri=uri, progress=False)
         t.join(timeout=120)
         _wait_healthy(uri)
-        steps = [m.step for m in tracking.get_client(uri).get_metric_history(summary["run_id"], "total")]
+        steps = [m.step for m in tracking.get_client(uri).get_metric_history(summary["run_id"], "train/total")]
         assert "down" in outage, "the server was never killed during the run"
         assert sorted(steps) == list(range(1, 241)), "every logged step reached the store"
         assert tracking.find_run(summary["run_id"], uri).info.status == "FINISHED"

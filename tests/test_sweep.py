@@ -20,7 +20,8 @@ FAST = {"train.max_steps": "0", "train.epochs": "2"}  # two epochs: two reports 
 
 
 def trial_runs(study):
-    return {r.data.tags["optuna_trial"]: r for r in tracking.search_runs(f"tags.study = '{study}'")
+    return {r.data.tags["optuna_trial"]: r for r in tracking.search_runs(f"tags.study = '{study}'",
+                                                                                    experiment=tracking.SWEEP_EXPERIMENT)
             if r.data.tags.get("kind") == "trial"}
 
 

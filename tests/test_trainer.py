@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from benchmark.__main__ import main
-from benchmark.tracking import resolve_uri
+from benchmark.tracking import resolve_uri, search_runs
 from benchmark.config import resolve_config
 from benchmark.data import load_dataset
 from benchmark.seeding import seed_everything
@@ -96,7 +96,7 @@ def test_cli_bad_input_one_line_error(workdir, capsys, argv, expected):
 def test_cli_nan_loss_one_line_error(workdir, capsys):
     assert main(["train", "--profile", "smoke", "-o", "train.lr=1e30"]) == 2
     assert "non-finite loss at step" in capsys.readouterr().err.strip().splitlines()[-1]
-    runs = mlflow.MlflowClient(resolve_uri()).search_runs(["1"])
+    runs = search_runs("")
     assert runs and runs[0].info.status == "FAILED" and "non-finite" in runs[0].data.tags["error"]
 
 
@@ -112,7 +112,7 @@ def test_train_is_tracked_in_mlflow(workdir, capsys):
         assert key in tags
     assert (tags["model"], tags["dataset"], tags["profile"]) == ("no-mi", "sprites", "smoke")
     for term in ("recon", "kl_f", "kl_t", "scc", "dfp", "mi", "total"):
-        hist = client.get_metric_history(run.info.run_id, term)
+        hist = client.get_metric_history(run.info.run_id, f"train/{term}")
         assert [m.step for m in hist] == [1, 2, 3, 4], term
     arts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.json", "checkpoints", "figures", "summary.json"} <= arts
@@ -135,7 +135,11 @@ def test_eval_every_logs_val_curves_at_the_expected_steps(workdir, capsys):
     times = [m.value for m in client.get_metric_history(summary["run_id"], "val/train_time_s")]
     assert 0 < times[0] < times[1] < times[2]
     # the training terms are still logged every step, and the curve of the summary is the last val point
-    assert len(client.get_metric_history(summary["run_id"], "recon")) == 7
+    assert len(client.get_metric_history(summary["run_id"], "train/recon")) == 7
+    # the figures at every val step, as images MLflow compares across runs and steps
+    images = {a.path for a in client.list_artifacts(summary["run_id"], "images")}
+    for key in ("reconstruction", "swap", "samples"):
+        assert any(p.startswith(f"images/{key}") and "+step+3+" in p for p in images), (key, sorted(images)[:6])
     assert summary["final_val"]["acc"] == client.get_metric_history(summary["run_id"], "val/acc")[-1].value
 
 
