@@ -35,7 +35,9 @@ def browser():
 def test_mlflow_ui_opens_on_the_table_runs_with_figures_and_metrics(workdir, capsys, browser):
     from benchmark.__main__ import main
     assert RUNS_PATH in README, "the README gives the URL this test opens"
-    assert main(["run", "--table", "2", "--profile", "smoke", "--seeds", "1"]) == 0
+    # sprites, one pass: the smoke data and judge that tests/test_tables.py uses too (one session cache)
+    assert main(["run", "--table", "2", "--profile", "smoke", "--seeds", "1", "--datasets", "sprites",
+                 "--passes", "1"]) == 0
     parent = json.loads(capsys.readouterr().out)["parent_run_id"]
     cells = tracking.search_runs(f"tags.mlflow.parentRunId = '{parent}'")
     assert len(cells) == 4
@@ -62,9 +64,9 @@ def test_mlflow_ui_opens_on_the_table_runs_with_figures_and_metrics(workdir, cap
 
         # 2. the table's parent run shows the table: its markdown as the description and mean/std/n as metrics
         page.goto(f"{base}/#/experiments/1/runs/{parent}?workflowType=machine_learning")
-        page.get_by_text("table/faces/s3vae/acc_mean").first.wait_for()
+        page.get_by_text("table/sprites/s3vae/acc_mean").first.wait_for()
         body = page.inner_text("body")
-        assert "Table 2: Ablation" in body and "table/faces/no-mi/h_y_given_x_std" in body
+        assert "Table 2: Ablation" in body and "table/sprites/no-mi/h_y_given_x_std" in body
         assert re.search(r"Metrics \(\d+\)", body)
 
         # 3. a cell's figure renders as an image, with its caption drawn into it
