@@ -211,7 +211,8 @@ def bench_eval(cfg: RunConfig, dataset=None, roof: dict | None = None, passes: i
     roof = roof or roofline.roofline(trainer.device)
     if max_sequences is None:
         max_sequences = get_profile(cfg.profile).eval.get("max_sequences")
-    run = lambda: protocol_metrics(model, judge, dataset, passes, 0, max_sequences)  # noqa: E731
+    # the protocol's network passes (what the FLOP count covers); the probes' CPU fitting is timed by `eval`
+    run = lambda: protocol_metrics(model, judge, dataset, passes, 0, max_sequences, probes=False)  # noqa: E731
     with FlopCounterMode(display=False) as fc:
         out = run()
     t0 = time.perf_counter()
@@ -390,13 +391,15 @@ def real_probs(judge, dataset, batches: list[dict], max_sequences: int | None) -
 
 
 @torch.inference_mode()
-def protocol_metrics(model, judge, dataset, passes: int = 3, seed: int = 0, max_sequences: int | None = None) -> dict:
+def protocol_metrics(model, judge, dataset, passes: int = 3, seed: int = 0, max_sequences: int | None = None,
+                     probes: bool = True) -> dict:
     """{"metrics": ..., "passes": ...}: the fix/resample protocol of the dataset (when it has one; on at most
     `max_sequences` of the split), the judge on the posterior reconstructions of the same sequences
     (encoders only; `diagnose.reconstruction_report`), linear probes of every label family from z_f and
     z_{1:T} (encoders on `PROBED` datasets; `metrics.probes.probe_report`) and speaker verification (when items
     carry utterance ids; every utterance), on the model's device. The posterior and the judge's pass over the
-    real sequences are computed once and shared by every side, pass and report."""
+    real sequences are computed once and shared by every side, pass and report. `probes=False`: without the
+    probes (learning curves: ~1 s of probe fitting per validation, and faces' val split is too small for them)."""
     from benchmark.diagnose import reconstruction_report
     from metrics.probes import probe_report
     from metrics.protocols import PROBED, PROTOCOLS, fix_resample_protocol, speaker_verification
@@ -414,7 +417,7 @@ def protocol_metrics(model, judge, dataset, passes: int = 3, seed: int = 0, max_
                                          real=real, posteriors=posteriors))
     if encodes:
         out["metrics"].update(reconstruction_report(model, judge, dataset, max_sequences, batches, posteriors, real))
-    if encodes and dataset.info.name in PROBED:  # factor x latent probe accuracies and leakage, same sequences
+    if probes and encodes and dataset.info.name in PROBED:  # factor x latent probe accuracies and leakage, same sequences
         info = dataset.info
         out["metrics"].update(probe_report(posteriors, batches, info.static_labels, info.dynamic_labels))
     if encodes and "utterance" in dataset.tensors:

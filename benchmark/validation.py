@@ -30,7 +30,7 @@ class Validator:
         # the training run's random streams must not depend on whether (or how often) it is scored
         with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
             out = dict(protocol_metrics(model, self.judge, self.val, self.passes, self.seed,
-                                        self.max_sequences)["metrics"])
+                                        self.max_sequences, probes=False)["metrics"])
         out["eval_time_s"] = time.perf_counter() - t0
         model.train(was_training)
         return out

@@ -132,16 +132,20 @@ def mlflow_server(workdir):
 
 def test_table_logged_to_a_real_mlflow_server(mlflow_server, workdir):
     import mlflow
-    res = run_table(2, "smoke", seeds=1, datasets=["sprites"], models=None, passes=1, out=workdir / "r",
-                    tracking_uri=mlflow_server, progress=False)
+    # table 3 at smoke: three small speech cells and no judge to train (the server path is what is tested)
+    res = run_table(3, "smoke", seeds=1, passes=1, out=workdir / "r", tracking_uri=mlflow_server, progress=False)
     client = mlflow.MlflowClient(mlflow_server)
     parent = client.get_run(res["parent_run_id"])
     assert parent.data.tags["kind"] == "table"
-    assert {"table/table2.csv", "table/table2.md"} <= {a.path for a in client.list_artifacts(parent.info.run_id, "table")}
+    assert {"table/table3.csv", "table/table3.md"} <= {a.path for a in client.list_artifacts(parent.info.run_id, "table")}
+    # the parent carries the table itself: cells as metrics, the markdown as its description, what it ran as params
+    assert parent.data.metrics["table/speech/s3vae/eer_z_f_n"] == 1
+    assert parent.data.tags["mlflow.note.content"].startswith("# Table 3")
+    assert parent.data.params["models"] == "fhvae,dsvae,s3vae" and parent.data.params["seeds"] == "1"
     for job in res["jobs"]:
         run = client.get_run(job["run_id"])
         assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
-        assert "eval/acc" in run.data.metrics
+        assert "eval/eer_z_f" in run.data.metrics
 
 
 def test_a_judge_below_its_floor_flags_the_table(tmp_path):
