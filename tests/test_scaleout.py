@@ -22,7 +22,8 @@ TABLE3 = ["--table", "3"]
 
 def _start(workdir, extra=()):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(CMD + list(extra),  # a later --table wins over CMD's cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    # a --table in `extra` comes after CMD's and wins
+    return subprocess.Popen(CMD + list(extra), cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
 
 
@@ -32,17 +33,19 @@ def _train_runs(workdir):
     return client.search_runs([exp.experiment_id], "tags.kind = 'train'") if exp else []
 
 
+# slow: the PostgreSQL test below starts two commands at once on one store by default already
 @pytest.mark.slow
-@pytest.mark.parametrize("n", [3])
-def test_processes_started_at_once_on_a_fresh_store_train_each_cell_once(workdir, n):
-    """n `run --table 2` commands on one new SQLite store at once: all exit 0, each cell trained once."""
+@pytest.mark.parametrize("n, table, cells", [(2, TABLE3, 3), (3, [], 4)])
+def test_processes_started_at_once_on_a_fresh_store_train_each_cell_once(workdir, n, table, cells):
+    """n `run --table N` commands on one new SQLite store at once: all exit 0, each cell trained once
+    (two on table 3 by default; three on table 2 with -m slow)."""
     # no worker dies here: a grace well above the heartbeat delays of n processes on 2 cores, so that no live
     # worker is declared dead (a false "dead" re-queues its cell and the cell trains twice; default grace 60 s)
-    procs = [_start(workdir, ["--grace", "30"]) for _ in range(n)]
+    procs = [_start(workdir, ["--grace", "30", *table]) for _ in range(n)]
     outs = [p.communicate(timeout=900) for p in procs]
     assert [p.returncode for p in procs] == [0] * n, [o[1][-2000:] for o in outs]
     finished = Counter(r.data.tags["fingerprint"] for r in _train_runs(workdir) if r.info.status == "FINISHED")
-    assert len(finished) == 4 and set(finished.values()) == {1}, "4 cells, each trained exactly once"
+    assert len(finished) == cells and set(finished.values()) == {1}, f"{cells} cells, each trained exactly once"
     jobs = [json.loads(o[0])["parent_run_id"] for o in outs]
     assert len(set(jobs)) == n, "one parent run per process"
 
