@@ -11,5 +11,7 @@ TABLE = TableSpec(
     metrics=("acc", "is", "h_y_given_x", "h_y"),
     # sprites: acc = mean of the action side and the per-attribute static side (the paper's column);
     # acc_all_static = all four attributes at once, acc_all = the row value with it
-    extra_metrics=("acc_action", "acc_static", "acc_all_static", "acc_all", "label_kl"),
+    # probe_leakage / probe_purity: linear probes of every label family from z_f and z_1:T (metrics/probes.py)
+    extra_metrics=("acc_action", "acc_static", "acc_all_static", "acc_all", "label_kl", "probe_leakage",
+                   "probe_purity"),
 )
