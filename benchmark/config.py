@@ -197,7 +197,7 @@ def resolve_config(model: str, dataset: str, profile: str = "cpu", seed: int = 0
     cfg = RunConfig(seed=seed, profile=prof.name)
     cfg.model.name, cfg.data.name = model, dataset
     prof.data_for(dataset)  # clear error for a dataset the profile lacks
-    for k, v in prof.train_for(dataset).items():
+    for k, v in prof.train_for(dataset, model).items():
         set_dotted(cfg, f"train.{k}", v, parse=False)
     for k, v in prof.model_for(dataset).items():
         set_dotted(cfg, f"model.{k}", v, parse=False)

@@ -223,3 +223,12 @@ def test_extended_table_1_adds_cdsvae_and_keeps_the_papers_table():
     assert T.paper_values("1x").equals(T.paper_values(1))
     with pytest.raises(KeyError, match="1x"):
         T.get_table("9")
+
+
+def test_cpu_budget_is_from_cdsvae_s_own_curve():
+    """A model whose knee comes later gets its own cpu budget; the others keep the dataset's."""
+    from benchmark.config import resolve_config
+    assert resolve_config("cdsvae", "sprites", "cpu").train.max_steps == 9000
+    assert resolve_config("s3vae", "sprites", "cpu").train.max_steps == 6000
+    assert resolve_config("cdsvae", "faces", "cpu").train.max_steps == 9000  # faces' own budget
+    assert resolve_config("cdsvae", "sprites", "paper").train.max_steps == 0  # the paper's epochs
