@@ -177,8 +177,8 @@ class Objective:
 def trial_run_name(number: int, params: dict) -> str:
     """`trial-7 λ=(1000, 100, 1)`: what a trial tried, readable in the MLflow runs table."""
     if params and all(k.split(".")[-1].startswith("lambda_") for k in params):
-        return f"trial-{number} λ=(" + ", ".join(f"{v:.3g}" for v in params.values()) + ")"
-    return f"trial-{number} " + " ".join(f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else
+        return f"trial-{number} λ=(" + ", ".join(f"{v:.4g}" for v in params.values()) + ")"
+    return f"trial-{number} " + " ".join(f"{k.split('.')[-1]}={v:.4g}" if isinstance(v, float) else
                                          f"{k.split('.')[-1]}={v}" for k, v in params.items())
 
 

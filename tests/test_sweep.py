@@ -41,7 +41,12 @@ def test_two_workers_share_one_study(workdir):
         assert run.data.params["loss.lambda_scc"] == str(t.params["loss.lambda_scc"])  # same dotted name
         assert run.info.status == "FINISHED"
         assert "val/acc" in run.data.metrics
+        assert run.info.run_name.startswith(f"trial-{t.number} λ=(")
     assert len({t.params["loss.lambda_scc"] for t in trials}) == len(trials)  # the workers did not duplicate
+    assert study.metric_names == ["val_acc"]
+    best = MlflowClient(spec.tracking_uri).get_run(parent).data.params
+    assert best["best.trial"] == str(summary["best"]["number"])
+    assert float(best["best.loss.lambda_scc"]) == pytest.approx(summary["best"]["params"]["loss.lambda_scc"], rel=1e-5)
     assert summary["best"]["params"].keys() == {"loss.lambda_scc", "loss.lambda_dfp", "loss.lambda_mi"}
     for f in ("trials.csv", "lambdas.png", "history.png", "best_config.json", "summary.md"):
         assert (workdir / "sweeps" / spec.study / f).is_file(), f
@@ -143,3 +148,10 @@ def test_sweep_workers_pin_one_gpu_each(monkeypatch):
     assert [pin_gpu(spec, w) for w in range(3)] == ["2", "5", "2"]
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "2"
     assert pin_gpu(SweepSpec("lambdas", "faces", trials=1, profile="smoke"), 0) is None
+
+
+def test_trial_run_names_say_what_the_trial_tried():
+    from benchmark.sweep import trial_run_name
+    assert trial_run_name(7, {"loss.lambda_scc": 1000.0, "loss.lambda_dfp": 100.0, "loss.lambda_mi": 1.0}) \
+        == "trial-7 λ=(1000, 100, 1)"
+    assert trial_run_name(3, {"train.lr": 0.00123456, "train.batch_size": 32}) == "trial-3 lr=0.001235 batch_size=32"
