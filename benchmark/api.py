@@ -69,7 +69,7 @@ def train(cfg: RunConfig, resume: str | None = None, tracking_uri: str | None = 
                             tags={"model": cfg.model.name, "kind": "train", "fingerprint": fp}) as run:
         ckpt_dir = Path(ckpt_root) / run.run_id
         trainer = Trainer(model, dataset, cfg, tracker=run, ckpt_dir=ckpt_dir, progress=progress, hooks=hooks,
-                          evaluator=evaluator, on_validate=lambda t: log_pictures(t.model, dataset, run, t, images_only=True))
+                          evaluator=evaluator, on_validate=lambda t: log_pictures(t.model, dataset, run, t))
         held_out = str(val_held_out(cfg.train.split)).lower()
         run.set_tags(run_tags(cfg, dataset, trainer.device) | {"precision": trainer.precision,
                                                                "checkpoint_dir": str(ckpt_dir), "val_held_out": held_out}
@@ -89,7 +89,8 @@ def train(cfg: RunConfig, resume: str | None = None, tracking_uri: str | None = 
             raise
         ckpt = trainer.save_checkpoint(ckpt_dir / "final.pt")
         run.log_artifact(ckpt, "checkpoints")
-        log_pictures(model, dataset, run, trainer)
+        # the last validation (at the final step) logged the images already
+        log_pictures(model, dataset, run, trainer, images=evaluator is None, files=True)
         final = state.history[-1][1] if state.history else {}
         summary = {"run_id": run.run_id, "checkpoint": str(ckpt), "steps": state.step, "wall_time_s": trainer.wall_time,
                    "sequences_per_s": state.step * cfg.train.batch_size / max(trainer.wall_time, 1e-9),
@@ -119,15 +120,15 @@ def _sigterm_as_interrupt():
 
 # figure key -> (capabilities that make it, how it is drawn); one place for every run's pictures
 FIGURES = {
-    "reconstruction": ({"encode"}, lambda model, x, path: visuals.reconstruction_grid(model, x, path)),
-    "swap": ({"swap"}, lambda model, x, path: visuals.swap_grid(model, x, path)),
+    "reconstruction": ({"encode"}, visuals.reconstruction_grid),
+    "swap": ({"swap"}, visuals.swap_grid),
     "samples": ({"sample", "generate"}, lambda model, x, path: visuals.sample_grid(model, x.shape[1], path)),
 }
 
 
-def log_pictures(model, dataset, run, trainer, images_only: bool = False) -> None:
-    """Reconstruction, swap and prior-sample grids of test-time behaviour (eval mode, fp32), as images under
-    their key at this step (comparable across runs and steps in MLflow) and, at the end, as `figures/` files."""
+def log_pictures(model, dataset, run, trainer, images: bool = True, files: bool = False) -> None:
+    """Reconstruction, swap and prior-sample grids of test-time behaviour (eval mode, fp32): `images` as MLflow
+    images under their key at this step (comparable across runs and steps), `files` as `figures/` artifacts."""
     was_training = model.training
     model.eval()
     x = dataset.batch(torch.arange(min(8, len(dataset))))["x"].to(trainer.device)
@@ -138,8 +139,9 @@ def log_pictures(model, dataset, run, trainer, images_only: bool = False) -> Non
         for key, (needs, draw) in FIGURES.items():
             if needs & model.capabilities:
                 path = draw(model, x, Path(d) / f"{key}.png")
-                run.log_image(path, key, trainer.state.step)
-                if not images_only:
+                if images:
+                    run.log_image(path, key, trainer.state.step)
+                if files:
                     run.log_artifact(path, "figures")
     model.train(was_training)
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import pandas as pd
 
 from benchmark import tracking
-from benchmark.directions import DIRECTIONS, LOWER
+from benchmark.directions import DIRECTIONS, LOWER, direction_or_none
+from benchmark.directions import name as metric_name
 from experiments import LEARNING_FLOORS
 
 
@@ -102,10 +103,10 @@ def plot_curves(df: pd.DataFrame, dataset: str, title: str, path: Path) -> Path:
 
 
 def _label(metric: str) -> str:
-    if metric.startswith("recon_acc_"):
-        return f"judge on recon: {metric[10:]} (%)"
-    return {"acc": "protocol Acc (%)", "recon_mse": "recon MSE (lower better)", "eer_z_f": "EER z_f (%, lower better)",
-            "eer_z_t": "EER z_1:T (%, higher better)"}.get(metric, f"{metric} (%)" if metric.startswith("acc") else metric)
+    """The metric's name; where which way is better is not obvious (not an accuracy), that too."""
+    d = direction_or_none(metric)
+    obvious = d is None or metric.startswith(("acc", "recon_acc_"))
+    return metric_name(metric) if obvious else f"{metric_name(metric)}, {d} better"
 
 
 # from the one table of directions (benchmark/directions.py), so curves and the leaderboard agree

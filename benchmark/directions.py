@@ -1,5 +1,5 @@
-"""Which way is better, per metric: the one place that says it (leaderboard ranks, curves' time-to-target;
-the claims of experiments/claims.py are tested against it)."""
+"""Which way is better, and what a metric is called, per metric: the one place that says it (leaderboard ranks,
+curves' time-to-target and axis labels, table figures; the claims of experiments/claims.py are tested against it)."""
 from __future__ import annotations
 
 HIGHER, LOWER = "higher", "lower"
@@ -30,13 +30,22 @@ def direction(metric: str) -> str:
     raise ValueError(f"metric {metric!r} has no direction: add it to DIRECTIONS in benchmark/directions.py")
 
 
-def lower_is_better(metric: str) -> bool:
-    return direction(metric) == LOWER
-
-
 def direction_or_none(metric: str) -> str | None:
     """direction(), or None for a metric that has none (reported, not ranked)."""
     try:
         return direction(metric)
     except ValueError:
         return None
+
+
+# the names figures give metrics (axis labels, panel titles)
+NAMES = {"acc": "protocol Acc (%)", "is": "IS", "h_y_given_x": "H(y|x)", "h_y": "H(y)",
+         "label_kl": "KL(judge labels: generated ‖ real)", "eer_z_f": "EER of z_f (%)", "eer_z_t": "EER of z_1:T (%)",
+         "recon_mse": "recon MSE", "probe_leakage": "probe leakage", "probe_purity": "probe purity"}
+
+
+def name(metric: str) -> str:
+    """A metric's name in a figure: NAMES, `judge on recon: <family> (%)`, `<acc_...> (%)`, or the key itself."""
+    if metric.startswith("recon_acc_"):
+        return f"judge on recon: {metric[len('recon_acc_'):]} (%)"
+    return NAMES.get(metric, f"{metric} (%)" if metric.startswith("acc") else metric)

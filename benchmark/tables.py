@@ -461,11 +461,6 @@ def hardware() -> dict:
             "cpu_flags": flags, "bf16_units": cpu_has_bf16_units()}
 
 
-METRIC_NAMES = {"acc": "Acc (%)", "is": "IS", "h_y_given_x": "H(y|x)", "h_y": "H(y)",
-                "label_kl": "KL(judge labels: generated ‖ real)", "eer_z_f": "EER of z_f (%)",
-                "eer_z_t": "EER of z_1:T (%)"}
-
-
 def plot_table(spec: TableSpec, long: pd.DataFrame, paper: pd.DataFrame, path: Path,
                warnings: list[str] | None = None, subtitle: str = "") -> Path:
     """Ours (mean ± std over seeds) beside the paper, one panel per metric and dataset, each titled with the
@@ -474,8 +469,9 @@ def plot_table(spec: TableSpec, long: pd.DataFrame, paper: pd.DataFrame, path: P
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import seaborn as sns
-    from benchmark.directions import direction
-    shown = list(spec.metrics) + [m for m in spec.extra_metrics if m in METRIC_NAMES]
+    from benchmark.directions import direction, name
+    # beside the paper's metrics, ours that summarise a side (not the per-family accuracies)
+    shown = list(spec.metrics) + [m for m in spec.extra_metrics if not m.startswith("acc")]
     ours = long[long.metric.isin(shown)].assign(source="ours", value=lambda f: f["mean"])
     theirs = paper[paper.metric.isin(spec.metrics)].assign(source="paper", std=0.0)
     df = pd.concat([ours[["dataset", "model", "metric", "value", "std", "source"]],
@@ -489,8 +485,8 @@ def plot_table(spec: TableSpec, long: pd.DataFrame, paper: pd.DataFrame, path: P
         for i, r in enumerate(sub.itertuples()):
             ax.errorbar(i - 0.2, r.value, yerr=r.std, color="black", capsize=2, lw=1)
         ax.tick_params(axis="x", rotation=30)
-        ax.set_title(f"{d}: {METRIC_NAMES.get(metric, metric)}\n({direction(metric)} is better)", fontsize=9)
-        ax.set_ylabel(METRIC_NAMES.get(metric, metric))
+        ax.set_title(f"{d}: {name(metric)}\n({direction(metric)} is better)", fontsize=9)
+        ax.set_ylabel(name(metric))
         ax.set_xlabel("")
     title = f"Table {spec.number}: ours vs paper" + (f"\n{subtitle}" if subtitle else "")
     if warnings:

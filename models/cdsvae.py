@@ -72,26 +72,14 @@ class CDSVAE(DSVAE):
         if not loss_cfg.nce_tau > 0:
             raise ValueError(f"loss.nce_tau={loss_cfg.nce_tau}: expected a positive temperature")
         self.weights.update(nce_f=loss_cfg.lambda_nce_f, nce_t=loss_cfg.lambda_nce_t)
-        self._capture = None  # set during loss_terms: the features and posterior of x, for the contrastive views
 
     def _dynamic(self, feats, h, z_f):
         """q(z_t | x_1:T): a forward RNN over the BiLSTM outputs h (z_f unused)."""
         r, _ = self.rnn_z(h)
         return self.zt_head(r)
 
-    def _posteriors(self, feats, sample=True):
-        post = super()._posteriors(feats, sample)
-        if self._capture is not None and not self._capture:  # the first one in loss_terms: x's own
-            self._capture.update(feats=feats, post=post)
-        return post
-
     def loss_terms(self, batch):
-        self._capture = {}
-        try:
-            terms = super().loss_terms(batch)  # ELBO, MI and the S3VAE family's diagnostics
-            feats, post = self._capture["feats"], self._capture["post"]
-        finally:
-            self._capture = None
+        terms, feats, post = self._objective(batch)  # ELBO, MI and the S3VAE family's diagnostics
         x, w, tau = batch["x"], self.weights, self.loss_cfg.nce_tau
         # content view: the per-frame encoder commutes with a shuffle of time steps (BatchNorm sees the same
         # frames), so shuffling x's features is exactly encoding the shuffled frames

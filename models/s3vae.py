@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models import losses
+from models import augment, losses
 from models.base import (GaussianHead, Latents, LSTMPrior, SequentialModel, frame_networks, recon_log_sigma,
                          recon_terms, reparameterize)
 
@@ -93,6 +93,10 @@ class S3VAE(SequentialModel):
 
     # ---- objective -------------------------------------------------------------------------
     def loss_terms(self, batch):
+        return self._objective(batch)[0]
+
+    def _objective(self, batch):
+        """(terms, frame features, posterior) of a batch: subclasses adding terms reuse x's features and posterior."""
         x, lc, w = batch["x"], self.loss_cfg, self.weights
         feats = self._features(x)
         post = self._posteriors(feats)
@@ -112,25 +116,22 @@ class S3VAE(SequentialModel):
                                                         post.zt, post.zt_mean, post.zt_logvar, lc.mi_reduce)
         # the estimator's largest value (log M per step): an MI term near it is saturated
         terms["mi_ceiling"] = torch.tensor(losses.mi_ceiling(x.shape[0], x.shape[1], lc.mi_reduce))
-        if "dfp_probe" in w:
-            pred = self.dfp_head(post.zt.detach())
-            terms["dfp_probe"] = losses.dfp_loss(pred, batch["dfp"], self.info.dfp["kind"], lc.dfp_topk)
-            terms["dfp"] = terms["dfp_probe"].detach()
-        elif "dfp" in w:
-            pred = self.dfp_head(post.zt)
+        if "dfp" in w:
+            probe = "dfp_probe" in w  # a probe head on detached z_t: the term is logged, the model gets no gradient
+            pred = self.dfp_head(post.zt.detach() if probe else post.zt)
             terms["dfp"] = losses.dfp_loss(pred, batch["dfp"], self.info.dfp["kind"], lc.dfp_topk)
+            if probe:
+                terms["dfp_probe"], terms["dfp"] = terms["dfp"], terms["dfp"].detach()
         if hasattr(self, "sv_static"):
             terms["sv"] = self._supervised(post, batch)
-        return terms
+        return terms, feats, post
 
     def _scc(self, feats, zf_anchor):
         """Triplet on z_f: positive = same sequence with frames shuffled in time, negative = another
         sequence of the batch. The per-frame encoder commutes with shuffling, so the positive reuses
         the frame features and only re-runs LSTM_f."""
-        b, t = feats.shape[:2]
-        perm = torch.argsort(torch.rand(b, t, device=feats.device), dim=1)
-        shuffled = torch.gather(feats, 1, perm[..., None].expand_as(feats))
-        zf_pos = self._static(shuffled)[1]
+        b = feats.shape[0]
+        zf_pos = self._static(augment.shuffle_frames(feats))[1]
         shift = int(torch.randint(1, b, ())) if b > 1 else 0  # a different sequence for every anchor
         zf_neg = zf_anchor.roll(shift, 0)
         return losses.triplet(zf_anchor, zf_pos, zf_neg, self.loss_cfg.scc_margin)

@@ -191,7 +191,6 @@ def test_one_step_on_a_sprites_shaped_batch():
     assert all(torch.isfinite(p).all() for p in model.parameters())
     after = model.loss_terms(batch)
     assert set(after) == set(terms) and all(torch.isfinite(t) for t in after.values())
-    assert model._capture is None
 
 
 def test_zero_weight_contrastive_terms_are_diagnostics():
