@@ -69,6 +69,9 @@ class TrainConfig:
     beta1: float = 0.9
     beta2: float = 0.999
     grad_clip: float = 0.0        # 0: off
+    # steps over which every KL term's weight (terms named kl_*) rises linearly from 0 to its value; 0: off (the
+    # papers'). The same rule for every model: a KL warm-up against the collapse of z_f (docs/assumptions.md)
+    kl_warmup: int = 0
     precision: str = "auto"       # auto | bf16 | fp32
     compile: bool = False
     device: str = "auto"

@@ -98,6 +98,15 @@ def weighted_total(terms: dict, weights: dict) -> torch.Tensor:
     return sum(w * terms[k].float() for k, w in weights.items() if w != 0 and k in terms)
 
 
+def kl_warmup_weights(weights: dict, step: int, warmup: int) -> dict:
+    """`weights` with every KL term (named kl_*) scaled by min(1, step / warmup); a function of the step
+    alone, so a resumed run follows it exactly. warmup 0: `weights` unchanged."""
+    if warmup <= 0 or step >= warmup:
+        return weights
+    f = step / warmup
+    return {k: w * f if k.startswith("kl_") else w for k, w in weights.items()}
+
+
 def check_finite(terms: dict, total: torch.Tensor, step: int) -> None:
     if torch.isfinite(total):
         return
@@ -147,16 +156,17 @@ class Trainer:
     def _step(self, batch):
         """Default step: forward, Σ weight·term, backward, clip, update. Models with their own
         update rule (adversarial ones) provide train_step(batch, optimizers, weights, autocast)."""
+        weights = kl_warmup_weights(self.weights, self.state.step, self.tc.kl_warmup)
         if "adversarial" in self.model.capabilities:
-            terms = self.model.train_step(batch, self.optimizers, self.weights, self.autocast)
-            total = weighted_total(terms, self.weights)
+            terms = self.model.train_step(batch, self.optimizers, weights, self.autocast)
+            total = weighted_total(terms, weights)
             check_finite(terms, total, self.state.step)
             return {**terms, "total": total}
         for opt in self.optimizers:
             opt.zero_grad(set_to_none=True)
         with self.autocast():
             terms = self.model.loss_terms(batch)
-        total = weighted_total(terms, self.weights)
+        total = weighted_total(terms, weights)
         check_finite(terms, total, self.state.step)
         total.backward()
         if self.tc.grad_clip > 0:

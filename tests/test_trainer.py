@@ -66,6 +66,24 @@ def test_cosine_lr_is_a_function_of_the_step(workdir):
         Trainer(build_model(cfg, ds.info), ds, cfg, ckpt_dir=workdir, progress=False)
 
 
+def test_kl_warmup_scales_only_kl_terms_by_the_step(workdir):
+    from benchmark.trainer import kl_warmup_weights, weighted_total
+    w = {"recon": 1.0, "kl_f": 1.0, "kl_t": 2.0, "mi": 3.0}
+    assert kl_warmup_weights(w, 1, 4) == {"recon": 1.0, "kl_f": 0.25, "kl_t": 0.5, "mi": 3.0}
+    assert kl_warmup_weights(w, 4, 4) == w and kl_warmup_weights(w, 0, 0) == w
+    # in the trainer: the objective of step s is recon + (s / warmup)·KL + the rest
+    tr = make_trainer(workdir, 3)
+    tr.tc.kl_warmup = 2
+    seen = []
+    step = tr.step_fn
+    tr.step_fn = lambda b: (lambda out: (seen.append(out), out)[1])(step(b))
+    tr.fit()
+    rest = lambda o: sum(w * o[k] for k, w in tr.weights.items() if not k.startswith("kl_") and k in o)  # noqa: E731
+    for s, o in enumerate(seen):
+        kl = sum(w * o[k] for k, w in tr.weights.items() if k.startswith("kl_"))
+        assert float(o["total"]) == pytest.approx(float(rest(o) + min(1, s / 2) * kl), rel=1e-5)
+
+
 def test_bad_resume_path(workdir):
     tr = make_trainer(workdir, 2)
     with pytest.raises(TrainingError, match="no such checkpoint"):
