@@ -118,7 +118,8 @@ def cmd_run(args):
     res = run_table(args.table, get_profile_name(args.profile), args.seeds, args.datasets, args.models, args.out,
                     args.tracking_uri, args.force, args.passes, queue_url=args.queue, workers=args.workers,
                     gpus=args.gpus.split(",") if args.gpus else None, worker_only=args.worker,
-                    heartbeat_s=args.heartbeat, grace_s=args.grace, launcher=args.launcher)
+                    heartbeat_s=args.heartbeat, grace_s=args.grace, launcher=args.launcher,
+                    data_dirs=args.data_dir, data_options=args.data_option)
     print(json.dumps({k: res[k] for k in ("files", "wall_time_s", "parent_run_id")}, indent=2))
 
 
@@ -254,7 +255,11 @@ def main(argv=None):
     p.add_argument("--datasets", nargs="+", default=None, help="subset (or, for table 2, more) datasets")
     p.add_argument("--models", nargs="+", default=None, help="registered models to add to the table")
     p.add_argument("--passes", type=int, default=3, help="sampling passes per evaluation")
-    p.add_argument("--out", default="results")
+    p.add_argument("--out", default="results", help="where the table files go (real data: a folder of its own)")
+    p.add_argument("--data-dir", action="append", metavar="DATASET=PATH",
+                   help="that dataset's real files, e.g. sprites=/data/sprites (repeatable; default: embedded data)")
+    p.add_argument("--data-option", action="append", metavar="DATASET.KEY=VALUE",
+                   help="that dataset's own setting, as `train -o data.KEY=VALUE`, e.g. speech.split=core (repeatable)")
     p.add_argument("--tracking-uri", default=None)
     p.add_argument("--force", action="store_true", help="retrain even when finished runs match")
     p.add_argument("--workers", type=int, default=1,

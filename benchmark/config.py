@@ -180,11 +180,14 @@ def _option_value(text: str):
     return {"true": True, "false": False}.get(text.lower(), text)
 
 
-def parse_overrides(items: list[str] | None) -> dict[str, str]:
+def parse_overrides(items: list[str] | None, flag: str = "override",
+                    form: str = "key=value, e.g. loss.lambda_scc=100") -> dict[str, str]:
+    """KEY=VALUE items as {KEY: VALUE} (strings: set_dotted parses them); `flag` and `form` name the option
+    and what it expects in the error."""
     out = {}
     for item in items or []:
         if "=" not in item:
-            raise ValueError(f"override {item!r}: expected key=value, e.g. loss.lambda_scc=100")
+            raise ValueError(f"{flag} {item!r}: expected {form}")
         k, v = item.split("=", 1)
         out[k.strip()] = v.strip()
     return out

@@ -159,6 +159,9 @@ def get_judge(dataset_name: str, profile: str = "cpu", data_dir: str | None = No
         # only what shapes a judge: the generative models' loss and latent settings do not apply to it
         used = {k: v for k, v in cfg.flat().items() if k.split(".")[0] in ("train", "data", "seed", "profile")
                 or k in ("model.name", "model.width", "model.hidden", "model.feat_dim")}
+        # the data it trained on, as a run's params name it (its config holds neither: the cache key has the
+        # train split's fingerprint instead)
+        used |= {"data.data_dir": data_dir, **{f"data.{k}": v for k, v in (options or {}).items()}}
         run.log_params(used | {f"judge.{k}": settings.get(k, 0) for k in ("train_frames", "extra_sequences")})
         trainer = Trainer(judge, fit_on, cfg, tracker=run, progress=progress)
         trainer.fit()

@@ -13,7 +13,7 @@ import pandas as pd
 
 from benchmark import tracking
 from benchmark.api import evaluate, run_fingerprint, train
-from benchmark.config import resolve_config
+from benchmark.config import parse_overrides, resolve_config
 from benchmark.data import load_dataset
 from benchmark.profiles import get_profile
 from benchmark.trainer import TrainingError, cpu_has_bf16_units
@@ -57,6 +57,36 @@ def table_jobs(spec: TableSpec, seeds: int, datasets=None, models=None) -> list[
     ds = list(datasets or spec.datasets)
     ms = list(spec.models) + [m for m in models or () if m not in spec.models]
     return [(d, m, s) for d in ds for m in ms for s in range(seeds)]
+
+
+def real_data(spec: TableSpec, datasets: list[str], data_dirs=None, data_options=None) -> tuple[dict, dict]:
+    """`--data-dir DATASET=PATH` and `--data-option DATASET.KEY=VALUE` (each repeatable) of a table run on
+    `datasets`, as (dataset -> dotted overrides, params). The overrides are the ones `train --data-dir PATH
+    -o data.KEY=VALUE` resolves, so a cell's config (and the values' parsing) is the same as a lone run's;
+    the params (`data_dir.sprites`, `data_option.speech.split`) record them on the table run and provenance."""
+    overrides, params = {}, {}
+
+    def add(flag, item, dataset, key, value, param):
+        if dataset not in datasets:
+            raise ValueError(f"{flag} {item}: {dataset!r} is not a dataset of this run; table {spec.number} runs on "
+                             f"{', '.join(datasets)} here (--datasets chooses among "
+                             f"{', '.join(spec.datasets + spec.optional_datasets)})")
+        overrides.setdefault(dataset, {})[key] = value
+        params[param] = value
+
+    for dataset, path in parse_overrides(data_dirs, "--data-dir", "DATASET=PATH, e.g. sprites=/data/sprites").items():
+        add("--data-dir", f"{dataset}={path}", dataset, "data.data_dir", path, f"data_dir.{dataset}")
+        if not Path(path).exists():  # before any cell: a typo should not cost a queue and a tracking run
+            raise ValueError(f"--data-dir {dataset}={path}: {path} does not exist; expected the directory of "
+                             f"the real {dataset} files")
+    form = "DATASET.KEY=VALUE, e.g. speech.split=core"
+    for name, value in parse_overrides(data_options, "--data-option", form).items():
+        dataset, _, key = name.partition(".")
+        if not key:
+            raise ValueError(f"--data-option {name}={value}: expected {form}")
+        # data.options.KEY: always the dataset's own setting (a bare data.KEY could name data.name/data_dir)
+        add("--data-option", f"{name}={value}", dataset, f"data.options.{key}", value, f"data_option.{name}")
+    return overrides, params
 
 
 def _finished_eval(runs, metric):
@@ -233,10 +263,13 @@ def run_table(number: int, profile: str = "cpu", seeds: int = 3, datasets=None, 
               tracking_uri: str | None = None, force: bool = False, passes: int = 3, progress: bool = True,
               queue_url: str | None = None, workers: int = 1, gpus: list[str] | None = None,
               worker_only: bool = False, heartbeat_s: int = 10, grace_s: int = 60,
-              launcher: str = "processes") -> dict:
+              launcher: str = "processes", data_dirs: list[str] | None = None,
+              data_options: list[str] | None = None) -> dict:
     """Train what is missing (cells claimed from a shared queue, so several processes or machines on one
     store split the work), reuse what is finished, evaluate, write the table files. `workers` > 1 starts
-    that many processes here in all; `worker_only`: run cells and write no table (a helper of another)."""
+    that many processes here in all; `worker_only`: run cells and write no table (a helper of another).
+    `data_dirs` / `data_options`: the real files of some datasets (see `real_data`)."""
+    import dataclasses
     import hashlib
     import os
     from benchmark.cells import Cell, CellQueue
@@ -244,6 +277,8 @@ def run_table(number: int, profile: str = "cpu", seeds: int = 3, datasets=None, 
     spec = get_table(number)
     profile = get_profile(profile).name
     jobs = table_jobs(spec, seeds, datasets, models)
+    data, data_params = real_data(spec, list(dict.fromkeys(d for d, _, _ in jobs)), data_dirs, data_options)
+    spec = dataclasses.replace(spec, data=data)  # every cell of those datasets resolves them (spec.overrides)
     tracking.health_check(tracking.resolve_uri(tracking_uri))
     cells = [Cell(d, m, s, cell_fingerprint(spec, d, m, s, profile)[1]) for d, m, s in jobs]
     # one queue per set of cells: new code or config is a new queue; --force a fresh one (retrain everything)
@@ -275,7 +310,7 @@ def run_table(number: int, profile: str = "cpu", seeds: int = 3, datasets=None, 
                            "datasets": ",".join(dict.fromkeys(c.dataset for c in cells)),
                            "models": ",".join(dict.fromkeys(c.model for c in cells)), "cells": len(cells),
                            **{f"budget.{d}": json.dumps(o, sort_keys=True)
-                              for d, o in spec.budgets.get(profile, {}).items()}})
+                              for d, o in spec.budgets.get(profile, {}).items()}, **data_params})
         codes = []
         try:
             if helpers is not None and helpers.remote:
@@ -313,7 +348,7 @@ def run_table(number: int, profile: str = "cpu", seeds: int = 3, datasets=None, 
         files = write_table(spec, collect(done, tracking_uri), out, provenance={
             "command": command, "profile": profile, "seeds": seeds,
             "passes": passes, "wall_time_s": wall, "parent_run_id": parent.run_id, "jobs": done,
-            "budget": spec.budgets.get(profile, {}), **git})
+            "budget": spec.budgets.get(profile, {}), "data": data_params, **git})
         for f in files:
             parent.log_artifact(f, "table")
         log_table_to_run(parent, spec, out)
@@ -392,6 +427,9 @@ def write_table(spec: TableSpec, per_seed: pd.DataFrame, out, provenance: dict) 
         md += [f"Budget of this table at profile `{provenance['profile']}` (overrides of every run, per dataset): "
                + "; ".join(f"{d}: " + ", ".join(f"`{k}={v}`" for k, v in o.items())
                            for d, o in provenance["budget"].items()) + ".", ""]
+    if provenance.get("data"):
+        md += ["Real data (the other datasets: embedded): " + ", ".join(f"`{k}={v}`" for k, v in
+                                                                     provenance["data"].items()) + ".", ""]
     tex = [r"\begin{tabular}{l" + "r" * len(spec.metrics) + "}", r"\toprule"]
     for d, g in long.groupby("dataset", sort=False):
         md += [f"## {d}", "", "| model | " + " | ".join(spec.metrics + spec.extra_metrics) + " |",
@@ -516,5 +554,6 @@ def report_table(number: int, out="results", tracking_uri=None) -> list[Path]:
             "seeds": seeds, "passes": int(parent.data.tags.get("passes", 0)),
             "wall_time_s": parent.data.metrics.get("sys/wall_time_s", parent.data.metrics.get("wall_time_s", float("nan"))), "parent_run_id": parent.info.run_id,
             "jobs": jobs, "rebuilt_from_mlflow": True, "budget": spec.budgets.get(parent.data.tags.get("profile"), {}),
+            "data": {k: v for k, v in parent.data.params.items() if k.startswith(("data_dir.", "data_option."))},
             **{k: parent.data.tags.get(k, "unknown") for k in ("git_commit", "git_dirty")}}
     return write_table(spec, collect(jobs, tracking_uri), out, prov)

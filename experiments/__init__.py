@@ -26,9 +26,12 @@ class TableSpec:
     # profile -> dataset -> dotted overrides of every run of this table: a smaller budget where a
     # profile cannot afford the table's runs (recorded in each run's config and the provenance)
     budgets: dict = field(default_factory=dict, hash=False)
+    # dataset -> dotted overrides pointing it at the user's real files (`run --data-dir/--data-option`; set
+    # per command, never in a spec): part of every run's config, so of its fingerprint
+    data: dict = field(default_factory=dict, hash=False)
 
     def overrides(self, profile: str, dataset: str) -> dict:
-        return dict(self.budgets.get(profile, {}).get(dataset, {}))
+        return {**self.budgets.get(profile, {}).get(dataset, {}), **self.data.get(dataset, {})}
 
 
 def tables() -> dict[int, TableSpec]:

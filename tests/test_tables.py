@@ -1,4 +1,5 @@
 """`run --table N` end to end at smoke size: files, reuse, report from MLflow, a real mlflow server."""
+import dataclasses
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ import pandas as pd
 import pytest
 
 from benchmark.__main__ import main
+from benchmark.config import resolve_config
 from benchmark.tables import report_table, run_table
 
 SCHEMA = ["table", "dataset", "model", "metric", "mean", "std", "n"]
@@ -163,3 +165,125 @@ def test_a_judge_below_its_floor_flags_the_table(tmp_path):
     assert f"WARNING: the faces judge is below its floor (expression 16.7 % on real test sequences, floor " \
            f"{JUDGE_FLOOR:g} %)" in md.splitlines()[2]
     assert json.loads((tmp_path / "table2_provenance.json").read_text())["judge_warnings"]
+
+
+# ------------------------------------------------------------------ real files: --data-dir / --data-option
+
+def test_real_data_options_resolve_as_train_does(tmp_path):
+    import argparse
+
+    import benchmark.tables as T
+    from benchmark.__main__ import _config
+    sprites, faces = tmp_path / "sprites", tmp_path / "mug"
+    sprites.mkdir(), faces.mkdir()
+    spec = T.get_table(2)
+    data, params = T.real_data(spec, ["sprites", "faces"], [f"sprites={sprites}", f"faces={faces}"],
+                               ["faces.image_size=64", "faces.frames=8"])
+    assert data == {"sprites": {"data.data_dir": str(sprites)},
+                    "faces": {"data.data_dir": str(faces), "data.options.image_size": "64",
+                              "data.options.frames": "8"}}
+    assert params == {"data_dir.sprites": str(sprites), "data_dir.faces": str(faces),
+                      "data_option.faces.image_size": "64", "data_option.faces.frames": "8"}
+    assert T.real_data(spec, ["faces"]) == ({}, {}), "no options: embedded data"
+    # a cell's config is the one `train --data-dir PATH -o data.KEY=VALUE` resolves (values parsed alike)
+    spec = dataclasses.replace(spec, data=data)
+    for dataset, path, opts in (("faces", faces, ["data.image_size=64", "data.frames=8"]), ("sprites", sprites, [])):
+        cfg = resolve_config("s3vae", dataset, "smoke", 1, spec.overrides("smoke", dataset))
+        cli = _config(argparse.Namespace(model="s3vae", dataset=dataset, profile="smoke", seed=1,
+                                         data_dir=str(path), override=opts))
+        assert cfg.to_dict() == cli.to_dict()
+        assert cfg.data.data_dir == str(path)
+    faces_cfg = resolve_config("s3vae", "faces", "smoke", 1, spec.overrides("smoke", "faces"))
+    assert faces_cfg.data.options == {"image_size": 64, "frames": 8}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--data-dir", "speech=."], "--data-dir speech=.: 'speech' is not a dataset of this run; table 2 runs on "
+                                 "faces here (--datasets chooses among faces, smmnist, sprites)"),
+    (["--datasets", "sprites", "--data-option", "faces.image_size=64"],
+     "'faces' is not a dataset of this run; table 2 runs on sprites here"),
+    (["--data-dir", "faces"], "--data-dir 'faces': expected DATASET=PATH, e.g. sprites=/data/sprites"),
+    (["--data-option", "faces.image_size"], "--data-option 'faces.image_size': expected DATASET.KEY=VALUE"),
+    (["--data-option", "image_size=64"], "--data-option image_size=64: expected DATASET.KEY=VALUE, "
+                                         "e.g. speech.split=core"),
+    (["--data-dir", "faces=no/such/dir"], "--data-dir faces=no/such/dir: no/such/dir does not exist; expected "
+                                          "the directory of the real faces files"),
+], ids=["dataset-not-in-table", "dataset-not-in-run", "dir-no-equals", "option-no-equals", "option-no-dataset",
+        "no-such-dir"])
+def test_real_data_errors_before_any_work(workdir, capsys, argv, message):
+    assert main(["run", "--table", "2", "--profile", "smoke", "--seeds", "1", *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert not (workdir / "checkpoints").exists() and not (workdir / "mlruns.db").exists(), "nothing started"
+
+
+def test_a_loaders_own_error_surfaces(workdir, capsys):
+    (workdir / "empty").mkdir()
+    assert main(["run", "--table", "2", "--profile", "smoke", "--seeds", "1", "--datasets", "sprites",
+                 "--data-dir", f"sprites={workdir / 'empty'}"]) == 2
+    err = capsys.readouterr().err
+    assert "sprites_X_train.npy" in err and str(workdir / "empty") in err, err
+    assert not (workdir / "checkpoints").exists()
+
+
+def test_real_data_cells_have_their_own_fingerprint(workdir, monkeypatch):
+    import benchmark.tables as T
+    real = workdir / "sprites"
+    write_fake_sprites(real)
+    spec = T.get_table(2)
+    embedded_cfg, embedded_fp = T.cell_fingerprint(spec, "sprites", "s3vae", 0, "smoke")
+    data, _ = T.real_data(spec, ["sprites"], [f"sprites={real}"], ["sprites.seed=1"])
+    cfg, fp = T.cell_fingerprint(dataclasses.replace(spec, data=data), "sprites", "s3vae", 0, "smoke")
+    assert (cfg.data.data_dir, cfg.data.options) == (str(real), {"seed": 1})
+    assert (embedded_cfg.data.data_dir, embedded_cfg.data.options) == (None, {})
+    assert fp != embedded_fp, "real and embedded cells never reuse each other's runs"
+    # the helpers of --workers get the options with the rest of the command
+    monkeypatch.setattr(sys, "argv", ["benchmark", "run", "--table", "2", "--workers", "3", "--data-dir",
+                                      f"sprites={real}", "--data-option=sprites.seed=1"])
+    assert T._worker_argv(["--queue", "Q"]) == ["run", "--table", "2", "--data-dir", f"sprites={real}",
+                                                "--data-option=sprites.seed=1", "--queue", "Q", "--worker"]
+
+
+def write_fake_sprites(path, train=20, test=6):
+    """Real-format sprites files (the Li & Mandt .npy layout) of a few rendered characters."""
+    import numpy as np
+
+    from tests.test_sprites import fake_real_sequences
+    path.mkdir()
+    rng = np.random.default_rng(0)
+    for split, n in (("train", train), ("test", test)):
+        x, A, D, _, _ = fake_real_sequences(n, rng)
+        for name, a in (("X", x), ("A", A), ("D", D)):
+            np.save(path / f"sprites_{name}_{split}.npy", a)
+
+
+@pytest.fixture
+def one_thread():
+    """Smoke-size cells: a second thread only waits (the table below took 4x longer on a busy 2-core machine)."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_table_on_real_files_end_to_end(workdir, one_thread):
+    import mlflow
+
+    from benchmark.tracking import resolve_uri
+    real = workdir / "real-sprites"
+    write_fake_sprites(real)
+    out = workdir / "results-real"
+    assert main(["run", "--table", "2", "--profile", "smoke", "--datasets", "sprites", "--seeds", "1",
+                 "--passes", "1", "--data-dir", f"sprites={real}", "--out", str(out)]) == 0
+    _, prov = check_files(out, 2)
+    assert prov["data"] == {"data_dir.sprites": str(real)}
+    assert f"`data_dir.sprites={real}`" in (out / "table2.md").read_text()
+    client = mlflow.MlflowClient(resolve_uri())
+    assert client.get_run(prov["parent_run_id"]).data.params["data_dir.sprites"] == str(real)
+    for job in prov["jobs"]:
+        run = client.get_run(job["run_id"])
+        assert run.data.params["data.data_dir"] == str(real)
+        # the judge that scored it trained on the same real files
+        assert client.get_run(run.data.tags["judge_run_id"]).data.params["data.data_dir"] == str(real)
+    report_table(2, workdir / "rebuilt")
+    assert json.loads((workdir / "rebuilt" / "table2_provenance.json").read_text())["data"] == prov["data"]
