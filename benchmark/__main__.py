@@ -133,7 +133,7 @@ def cmd_report(args):
                          default=str))
         return
     from benchmark.tables import report_table
-    for f in report_table(args.table, args.out or "results", args.tracking_uri):
+    for f in report_table(args.table, args.out or "results", args.tracking_uri, args.run):
         print(f"wrote {f}")
 
 
@@ -278,6 +278,8 @@ def main(argv=None):
     p = sub.add_parser("report", help="rebuild a table's files from MLflow alone, or a sweep's from its study")
     p.add_argument("--table", type=table_id, default=None)
     p.add_argument("--study", default=None, help="an Optuna study name (see `sweep`)")
+    p.add_argument("--run", default=None, metavar="PARENT_RUN_ID",
+                   help="--table: this table run (default: the newest finished one on the embedded data)")
     p.add_argument("--storage", default="sqlite:///optuna.db", help="the study's SQLAlchemy URL")
     p.add_argument("--out", default=None, help="default results/ (tables), results/sweeps/ (studies)")
     p.add_argument("--tracking-uri", default=None)

@@ -537,15 +537,29 @@ def plot_table(spec: TableSpec, long: pd.DataFrame, paper: pd.DataFrame, path: P
     return path
 
 
-def report_table(number: int, out="results", tracking_uri=None) -> list[Path]:
-    """Rebuild the table files from MLflow alone: the newest finished table run's jobs and their metrics."""
+def _real_data(run) -> dict:
+    return {k: v for k, v in run.data.params.items() if k.startswith(("data_dir.", "data_option."))}
+
+
+def report_table(number: int, out="results", tracking_uri=None, run_id: str | None = None) -> list[Path]:
+    """Rebuild the table files from MLflow alone: a finished table run's jobs and their metrics. `run_id`: that
+    table run; default the newest finished one on the embedded data (a real-data table, see `run --data-dir`,
+    is rebuilt only by its run id, so that it never overwrites the committed embedded-data files by accident)."""
     spec = get_table(number)
-    parents = [r for r in tracking.search_runs(f"tags.kind = 'table' and tags.table = '{number}'", tracking_uri)
-               if r.info.status == "FINISHED"]
-    if not parents:
-        raise FileNotFoundError(f"report --table {number}: no finished table run in {tracking.resolve_uri(tracking_uri)}; "
-                                f"run `python -m benchmark run --table {number}` first")
-    parent = parents[0]
+    where = tracking.resolve_uri(tracking_uri)
+    if run_id:
+        parent = tracking.find_run(run_id, tracking_uri)
+        if (parent.data.tags.get("kind"), parent.data.tags.get("table")) != ("table", str(spec.number)):
+            raise ValueError(f"report --table {number} --run {run_id}: that run is not a table {number} run "
+                             f"(kind={parent.data.tags.get('kind')!r}, table={parent.data.tags.get('table')!r})")
+    else:
+        parents = [r for r in tracking.search_runs(f"tags.kind = 'table' and tags.table = '{number}'", tracking_uri)
+                   if r.info.status == "FINISHED" and not _real_data(r)]
+        if not parents:
+            raise FileNotFoundError(f"report --table {number}: no finished table run on the embedded data in {where}; "
+                                    f"run `python -m benchmark run --table {number}` first (a real-data table: "
+                                    f"`report --table {number} --run PARENT_RUN_ID`)")
+        parent = parents[0]
     jobs = json.loads(Path(tracking.download_artifact(parent.info.run_id, "jobs.json", tracking_uri)).read_text())
     seeds = len({j["seed"] for j in jobs})
     # the command that ran the table (tables run before it was tagged: the report command itself)
@@ -554,6 +568,6 @@ def report_table(number: int, out="results", tracking_uri=None) -> list[Path]:
             "seeds": seeds, "passes": int(parent.data.tags.get("passes", 0)),
             "wall_time_s": parent.data.metrics.get("sys/wall_time_s", parent.data.metrics.get("wall_time_s", float("nan"))), "parent_run_id": parent.info.run_id,
             "jobs": jobs, "rebuilt_from_mlflow": True, "budget": spec.budgets.get(parent.data.tags.get("profile"), {}),
-            "data": {k: v for k, v in parent.data.params.items() if k.startswith(("data_dir.", "data_option."))},
+            "data": _real_data(parent),
             **{k: parent.data.tags.get(k, "unknown") for k in ("git_commit", "git_dirty")}}
     return write_table(spec, collect(jobs, tracking_uri), out, prov)

@@ -285,5 +285,9 @@ def test_table_on_real_files_end_to_end(workdir, one_thread):
         assert run.data.params["data.data_dir"] == str(real)
         # the judge that scored it trained on the same real files
         assert client.get_run(run.data.tags["judge_run_id"]).data.params["data.data_dir"] == str(real)
-    report_table(2, workdir / "rebuilt")
+    with pytest.raises(FileNotFoundError, match="no finished table run on the embedded data"):
+        report_table(2, workdir / "rebuilt")  # never the real-data table into the embedded one's files
+    report_table(2, workdir / "rebuilt", run_id=prov["parent_run_id"])
     assert json.loads((workdir / "rebuilt" / "table2_provenance.json").read_text())["data"] == prov["data"]
+    with pytest.raises(ValueError, match="not a table 3 run"):
+        report_table(3, workdir / "rebuilt", run_id=prov["parent_run_id"])
