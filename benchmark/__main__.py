@@ -74,12 +74,13 @@ def cmd_train(args):
 
         from benchmark import tracking
         run = tracking.find_run(args.continue_run, args.tracking_uri)
+        from benchmark.trainer import furthest_checkpoint
         ckpts = [Path(run.data.tags.get("checkpoint_dir", "-"), n) for n in ("final.pt", "last.pt")]
-        ckpts = sorted((c for c in ckpts if c.is_file()), key=lambda c: c.stat().st_mtime)
+        ckpts = [c for c in ckpts if c.is_file()]
         if not ckpts:
             raise SystemExit(f"error: --continue {run.info.run_id}: no last.pt or final.pt in the run's "
                              f"checkpoint_dir {run.data.tags.get('checkpoint_dir')!r} (relative to where it trained)")
-        resume, run_id = str(ckpts[-1]), run.info.run_id  # the newest: final.pt of a finished run
+        resume, run_id = str(furthest_checkpoint(ckpts, "--continue")), run.info.run_id
     summary = train(cfg, resume=resume, tracking_uri=args.tracking_uri, run_id=run_id,
                     extra_tags=parse_overrides(args.tag) if args.tag else None)
     print(json.dumps(summary, indent=2))

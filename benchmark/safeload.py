@@ -59,5 +59,7 @@ def migrate_checkpoint(path: str | Path, trust: bool = False) -> Path:
     tmp = path.with_suffix(".tmp")
     torch.save(payload, tmp)
     load_data(tmp, "migrate-checkpoint")  # the result must load safely before it replaces the original
+    st = path.stat()
+    os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))  # the same file, converted: keep its time
     os.replace(tmp, path)
     return path

@@ -107,6 +107,14 @@ def kl_warmup_weights(weights: dict, step: int, warmup: int) -> dict:
     return {k: w * f if k.startswith("kl_") else w for k, w in weights.items()}
 
 
+def furthest_checkpoint(paths, what: str) -> Path:
+    """The checkpoint that holds the most training steps. Not the newest file: file times change (a copy,
+    migrate-checkpoint), and a finished run's final.pt sits beside the later last.pt of a continuation that was
+    cut short. `what` names the option, for a refused or unreadable file's error."""
+    from benchmark.safeload import load_data
+    return max(map(Path, paths), key=lambda p: load_data(p, what)["state"]["step"])
+
+
 def check_finite(terms: dict, total: torch.Tensor, step: int) -> None:
     if torch.isfinite(total):
         return

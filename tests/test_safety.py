@@ -73,7 +73,9 @@ def test_checkpoints_are_data_only_and_old_ones_convert_with_trust(workdir, caps
     assert "migrate-checkpoint" in capsys.readouterr().err
     assert main(["migrate-checkpoint", str(old_path)]) == 2
     assert "--trust" in capsys.readouterr().err
+    os.utime(old_path, ns=(1_000_000_000, 1_000_000_000))
     assert main(["migrate-checkpoint", str(old_path), "--trust"]) == 0
+    assert old_path.stat().st_mtime_ns == 1_000_000_000, "converting keeps the file's time"
     converted = load_data(old_path, "test")
     assert np.array_equal(np.asarray(converted["rng"]["numpy"][1]), np.random.get_state()[1].astype(np.int64))
 

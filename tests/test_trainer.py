@@ -67,7 +67,7 @@ def test_cosine_lr_is_a_function_of_the_step(workdir):
 
 
 def test_kl_warmup_scales_only_kl_terms_by_the_step(workdir):
-    from benchmark.trainer import kl_warmup_weights, weighted_total
+    from benchmark.trainer import kl_warmup_weights
     w = {"recon": 1.0, "kl_f": 1.0, "kl_t": 2.0, "mi": 3.0}
     assert kl_warmup_weights(w, 1, 4) == {"recon": 1.0, "kl_f": 0.25, "kl_t": 0.5, "mi": 3.0}
     assert kl_warmup_weights(w, 4, 4) == w and kl_warmup_weights(w, 0, 0) == w
@@ -82,6 +82,20 @@ def test_kl_warmup_scales_only_kl_terms_by_the_step(workdir):
     for s, o in enumerate(seen):
         kl = sum(w * o[k] for k, w in tr.weights.items() if k.startswith("kl_"))
         assert float(o["total"]) == pytest.approx(float(rest(o) + min(1, s / 2) * kl), rel=1e-5)
+
+
+def test_continue_takes_the_checkpoint_furthest_along_not_the_newest_file(workdir):
+    import os
+    from benchmark.trainer import furthest_checkpoint
+    last, final = workdir / "last.pt", workdir / "final.pt"
+    torch.save({"state": {"step": 8703}}, last)
+    torch.save({"state": {"step": 3000}}, final)
+    os.utime(last, (1, 1))  # last.pt older on disk (as after migrate-checkpoint rewrote final.pt)
+    assert furthest_checkpoint([final, last], "--continue") == last
+    assert furthest_checkpoint([final], "--continue") == final
+    (workdir / "bad.pt").write_text("not a checkpoint")
+    with pytest.raises(ValueError, match="--continue .*bad.pt: not a readable checkpoint"):
+        furthest_checkpoint([final, workdir / "bad.pt"], "--continue")
 
 
 def test_bad_resume_path(workdir):
