@@ -115,6 +115,16 @@ def furthest_checkpoint(paths, what: str) -> Path:
     return max(map(Path, paths), key=lambda p: load_data(p, what)["state"]["step"])
 
 
+def match_param_layout(opt: torch.optim.Optimizer) -> None:
+    """Give every per-parameter state tensor (Adam's moments) its parameter's strides. The fused CPU Adam
+    reads them as raw memory in the parameter's layout: moments saved from an NCHW model and loaded into a
+    channels_last one would be updated wrongly, silently (measured: 1.7e-3 off after one step)."""
+    for p, state in opt.state.items():
+        for k, v in state.items():
+            if torch.is_tensor(v) and v.shape == p.shape and v.stride() != p.stride():
+                state[k] = torch.empty_like(p, dtype=v.dtype).copy_(v)
+
+
 def check_finite(terms: dict, total: torch.Tensor, step: int) -> None:
     if torch.isfinite(total):
         return
@@ -223,6 +233,7 @@ class Trainer:
         self.model.load_state_dict(payload["model"])
         for opt, sd in zip(self.optimizers, payload["optimizers"]):
             opt.load_state_dict(sd)
+            match_param_layout(opt)
         set_rng_state(payload["rng"])
         self.state = TrainState(**payload["state"])
 

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from models.base import SequentialModel, conv_depth, scaled
+from models.base import SequentialModel, adam, conv_depth, scaled
 
 
 class ImageGenerator(nn.Module):
@@ -121,11 +121,9 @@ class MoCoGAN(SequentialModel):
 
     # ---- training --------------------------------------------------------------------------
     def configure_optimizers(self, train_cfg):
-        betas = (train_cfg.beta1, train_cfg.beta2)
         g = list(self.motion.parameters()) + list(self.generator.parameters())
         d = list(self.d_image.parameters()) + list(self.d_video.parameters())
-        return [torch.optim.Adam(g, lr=train_cfg.lr, betas=betas, weight_decay=1e-5),
-                torch.optim.Adam(d, lr=train_cfg.lr, betas=betas, weight_decay=1e-5)]
+        return [adam(g, train_cfg, weight_decay=1e-5), adam(d, train_cfg, weight_decay=1e-5)]
 
     def loss_weights(self):
         return {"g_image": 1.0, "g_video": 1.0, "g_category": 1.0,

@@ -98,6 +98,50 @@ def test_continue_takes_the_checkpoint_furthest_along_not_the_newest_file(workdi
         furthest_checkpoint([final, workdir / "bad.pt"], "--continue")
 
 
+def test_fused_adam_is_the_reference_update(workdir):
+    """The trainer's optimizer is the fused Adam kernel on CPU, and it updates as torch's reference Adam does."""
+    import copy
+    tr = make_trainer(workdir, 1)
+    assert all(g["fused"] for o in tr.optimizers for g in o.param_groups)
+    ref_model = copy.deepcopy(tr.model)
+    ref = torch.optim.Adam(ref_model.parameters(), lr=tr.tc.lr, betas=(tr.tc.beta1, tr.tc.beta2), foreach=False)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        for a, b in zip(tr.model.parameters(), ref_model.parameters()):
+            # a gradient has its parameter's strides (channels_last convs), as autograd makes it
+            a.grad = torch.empty_like(a).copy_(torch.randn(a.shape, generator=gen))
+            b.grad = a.grad.clone()
+        tr.optimizers[0].step()
+        ref.step()
+    for (k, a), b in zip(tr.model.named_parameters(), ref_model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_resumed_adam_moments_take_their_parameters_layout():
+    """Moments saved with NCHW strides, loaded for a channels_last parameter: the fused update is still right."""
+    from benchmark.trainer import match_param_layout
+    torch.manual_seed(0)
+    w = torch.randn(8, 3, 4, 4).to(memory_format=torch.channels_last)
+    g = torch.randn(8, 3, 4, 4).to(memory_format=torch.channels_last)
+    after = {}
+    for fused in (True, False):
+        p = torch.nn.Parameter(w.clone())
+        opt = torch.optim.Adam([p], lr=1e-3, fused=fused, foreach=None if fused else False)
+        p.grad = g.clone()
+        opt.step()
+        sd = opt.state_dict()
+        for st in sd["state"].values():
+            st["exp_avg"], st["exp_avg_sq"] = st["exp_avg"].contiguous(), st["exp_avg_sq"].contiguous()
+        opt = torch.optim.Adam([p], lr=1e-3, fused=fused, foreach=None if fused else False)
+        opt.load_state_dict(sd)
+        match_param_layout(opt)
+        assert opt.state[p]["exp_avg"].stride() == p.stride()
+        p.grad = g.clone()
+        opt.step()
+        after[fused] = p.detach()
+    torch.testing.assert_close(after[True], after[False], rtol=1e-5, atol=1e-7)
+
+
 def test_bad_resume_path(workdir):
     tr = make_trainer(workdir, 2)
     with pytest.raises(TrainingError, match="no such checkpoint"):
