@@ -42,6 +42,9 @@ class LossConfig:
     # std renders the sprites attributes sooner but loses the action side (docs/assumptions.md, "Initial σ")
     recon_sigma_init: float = 1.0
     mi_reduce: str = "sum"       # MWS MI over time steps: sum (Eq. 7) | mean (C-DSVAE)
+    # mws (Eq. 8, the seed's) | density-ratio (a classifier of joint vs shuffled pairs; no log M ceiling), see
+    # models/losses.py and docs/assumptions.md ("MI")
+    mi_estimator: str = "mws"
     dfp_topk: int = 1
     # C-DSVAE (models/cdsvae.py): weights of the two InfoNCE terms and their temperature; the public code's
     # values (run_cdsvae.sh: weight_c_aug = weight_m_aug = 10; train_cdsvae.py: tau = 0.5, cosine similarity)

@@ -127,3 +127,43 @@ def mws_mutual_information(zf, zf_mean, zf_logvar, zt, zt_mean, zt_logvar, reduc
 def mi_ceiling(batch: int, steps: int, reduce: str = "sum") -> float:
     """The largest value `mws_mutual_information` can take: log M per step, summed or averaged over T."""
     return math.log(batch) * (steps if reduce == "sum" else 1)
+
+
+MI_ESTIMATORS = ("mws", "density-ratio")
+
+
+class DensityRatioMI(torch.nn.Module):
+    """I(z_f; z_t) per time step from a classifier of joint pairs (z_f^i, z_t^i) against pairs of the
+    marginals (z_f^i, z_t^j), j ≠ i (the density-ratio trick of FactorVAE's total-correlation term).
+
+    At the classifier's optimum its logit is log q(z_f, z_t) / (q(z_f) q(z_t)), so the mean logit over joint
+    pairs estimates the MI with no log M ceiling: the MWS estimate saturates at log M per step once the
+    posteriors are sharp, whether or not the latents depend on each other (`mi_ceiling`), and then no
+    longer pushes them apart. forward() returns (mi, classifier loss): `mi` carries gradient into the
+    latents only (the classifier's weights are detached for it), the classifier loss into the classifier
+    only (its inputs are detached), so one optimizer and one backward train both."""
+
+    def __init__(self, d_zf: int, d_zt: int, hidden: int):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(d_zf + d_zt, hidden), torch.nn.LeakyReLU(0.2),
+                                       torch.nn.Linear(hidden, hidden), torch.nn.LeakyReLU(0.2),
+                                       torch.nn.Linear(hidden, 1))
+
+    def forward(self, zf, zt, reduce: str = "sum"):
+        """zf [M, d_f], zt [M, T, d_t] -> (mi, classifier loss); mi summed or averaged over T (`reduce`)."""
+        if reduce not in MI_REDUCTIONS:
+            raise ValueError(f"loss.mi_reduce={reduce!r}: expected one of {', '.join(MI_REDUCTIONS)}")
+        m, t = zt.shape[:2]
+        if m < 2:
+            raise ValueError("the density-ratio MI needs a batch of at least 2 sequences (pairs of marginals)")
+        joint = torch.cat([zf.unsqueeze(1).expand(-1, t, -1), zt], -1).float()
+        # marginal pairs: each z_f with the z_t of another sequence (a random non-zero shift of the batch)
+        shift = torch.randint(1, m, (1,), device=zt.device)
+        marginal = torch.cat([zf.unsqueeze(1).expand(-1, t, -1), zt[(torch.arange(m, device=zt.device) + shift) % m]],
+                             -1).float()
+        frozen = {k: v.detach() for k, v in self.net.named_parameters()}
+        mi_t = torch.func.functional_call(self.net, frozen, (joint,)).squeeze(-1).mean(0)  # [T]
+        logits = self.net(torch.cat([joint, marginal]).detach()).squeeze(-1)
+        target = torch.cat([torch.ones(m, t, device=zt.device), torch.zeros(m, t, device=zt.device)])
+        classifier = F.binary_cross_entropy_with_logits(logits, target)
+        return (mi_t.sum() if reduce == "sum" else mi_t.mean()), classifier

@@ -41,6 +41,12 @@ class S3VAE(SequentialModel):
                 # column in every run (how well z_t predicts the motion signal), and no gradient into the model
                 self.weights["dfp_probe"] = 1.0
                 self.register_load_state_dict_post_hook(_probe_head_optional)
+        if loss_cfg.mi_estimator not in losses.MI_ESTIMATORS:
+            raise ValueError(f"loss.mi_estimator={loss_cfg.mi_estimator!r}: expected one of "
+                             f"{', '.join(losses.MI_ESTIMATORS)}")
+        if loss_cfg.mi_estimator == "density-ratio":  # its classifier learns in every preset: `mi` is logged alike
+            self.mi_net = losses.DensityRatioMI(c.d_zf, c.d_zt, c.hidden)
+            self.weights["mi_classifier"] = 1.0
         if loss_cfg.lambda_sv > 0 and getattr(self, "supervised", False):
             self._build_supervised_heads(c)
 
@@ -111,9 +117,13 @@ class S3VAE(SequentialModel):
         # disentanglement diagnostics, so ablations still log them (no grad).
         with torch.set_grad_enabled(torch.is_grad_enabled() and w["scc"] > 0):
             terms["scc"] = self._scc(feats, post.zf_mean)
-        with torch.set_grad_enabled(torch.is_grad_enabled() and w["mi"] > 0):
-            terms["mi"] = losses.mws_mutual_information(post.zf, post.zf_mean, post.zf_logvar,
-                                                        post.zt, post.zt_mean, post.zt_logvar, lc.mi_reduce)
+        ratio = hasattr(self, "mi_net")
+        with torch.set_grad_enabled(torch.is_grad_enabled() and w["mi"] > 0 and not ratio):
+            terms["mws_mi" if ratio else "mi"] = losses.mws_mutual_information(
+                post.zf, post.zf_mean, post.zf_logvar, post.zt, post.zt_mean, post.zt_logvar, lc.mi_reduce)
+        if ratio:  # the MWS estimate stays beside it, with its ceiling, for comparison
+            mi, terms["mi_classifier"] = self.mi_net(post.zf, post.zt, lc.mi_reduce)
+            terms["mi"] = mi if w["mi"] > 0 else mi.detach()
         # the estimator's largest value (log M per step): an MI term near it is saturated
         terms["mi_ceiling"] = torch.tensor(losses.mi_ceiling(x.shape[0], x.shape[1], lc.mi_reduce))
         if "dfp" in w:

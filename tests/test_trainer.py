@@ -1,5 +1,6 @@
 """Trainer: bit-identical resume, NaN guard, checkpoints; CLI errors; MLflow tracking."""
 import json
+import math
 import subprocess
 import sys
 import threading
@@ -140,6 +141,19 @@ def test_resumed_adam_moments_take_their_parameters_layout():
         opt.step()
         after[fused] = p.detach()
     torch.testing.assert_close(after[True], after[False], rtol=1e-5, atol=1e-7)
+
+
+def test_density_ratio_mi_option_trains_its_classifier_and_logs_both_estimates(workdir):
+    tr = make_trainer(workdir, 3, mi_estimator="density-ratio")
+    before = [p.detach().clone() for p in tr.model.mi_net.parameters()]
+    tr.fit()
+    terms = tr.state.history[-1][1]
+    assert {"mi", "mws_mi", "mi_classifier", "mi_ceiling"} <= set(terms)
+    assert all(math.isfinite(v) for v in terms.values())
+    assert tr.weights["mi_classifier"] == 1.0 and "mws_mi" not in tr.weights
+    assert any(not torch.equal(a, b) for a, b in zip(before, tr.model.mi_net.parameters()))
+    with pytest.raises(ValueError, match="loss.mi_estimator='mine': expected one of mws, density-ratio"):
+        make_trainer(workdir, 1, mi_estimator="mine")
 
 
 def test_bad_resume_path(workdir):
