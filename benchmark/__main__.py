@@ -73,8 +73,8 @@ def cmd_train(args):
         from pathlib import Path
 
         from benchmark import tracking
-        run = tracking.find_run(args.continue_run, args.tracking_uri)
         from benchmark.trainer import furthest_checkpoint
+        run = tracking.find_run(args.continue_run, args.tracking_uri)
         ckpts = [Path(run.data.tags.get("checkpoint_dir", "-"), n) for n in ("final.pt", "last.pt")]
         ckpts = [c for c in ckpts if c.is_file()]
         if not ckpts:

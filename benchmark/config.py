@@ -45,6 +45,10 @@ class LossConfig:
     # mws (Eq. 8, the seed's) | density-ratio (a classifier of joint vs shuffled pairs; no log M ceiling), see
     # models/losses.py and docs/assumptions.md ("MI")
     mi_estimator: str = "mws"
+    # steps over which every KL term's weight (terms named kl_*) rises linearly from 0 to its value; 0: off (the
+    # papers'). A loss schedule, the same rule for every model (docs/assumptions.md, "KL warm-up"); the
+    # smmnist-recipe run of 2026-12-03 logged it under its first name, train.kl_warmup
+    kl_warmup: int = 0
     dfp_topk: int = 1
     # C-DSVAE (models/cdsvae.py): weights of the two InfoNCE terms and their temperature; the public code's
     # values (run_cdsvae.sh: weight_c_aug = weight_m_aug = 10; train_cdsvae.py: tau = 0.5, cosine similarity)
@@ -72,9 +76,6 @@ class TrainConfig:
     beta1: float = 0.9
     beta2: float = 0.999
     grad_clip: float = 0.0        # 0: off
-    # steps over which every KL term's weight (terms named kl_*) rises linearly from 0 to its value; 0: off (the
-    # papers'). The same rule for every model: a KL warm-up against the collapse of z_f (docs/assumptions.md)
-    kl_warmup: int = 0
     precision: str = "auto"       # auto | bf16 | fp32
     compile: bool = False
     device: str = "auto"

@@ -59,6 +59,9 @@ def table_jobs(spec: TableSpec, seeds: int, datasets=None, models=None) -> list[
     return [(d, m, s) for d in ds for m in ms for s in range(seeds)]
 
 
+REAL_DATA = ("data_dir.", "data_option.")  # prefixes of a table run's params naming its real files and options
+
+
 def real_data(spec: TableSpec, datasets: list[str], data_dirs=None, data_options=None) -> tuple[dict, dict]:
     """`--data-dir DATASET=PATH` and `--data-option DATASET.KEY=VALUE` (each repeatable) of a table run on
     `datasets`, as (dataset -> dotted overrides, params). The overrides are the ones `train --data-dir PATH
@@ -75,7 +78,7 @@ def real_data(spec: TableSpec, datasets: list[str], data_dirs=None, data_options
         params[param] = value
 
     for dataset, path in parse_overrides(data_dirs, "--data-dir", "DATASET=PATH, e.g. sprites=/data/sprites").items():
-        add("--data-dir", f"{dataset}={path}", dataset, "data.data_dir", path, f"data_dir.{dataset}")
+        add("--data-dir", f"{dataset}={path}", dataset, "data.data_dir", path, f"{REAL_DATA[0]}{dataset}")
         if not Path(path).exists():  # before any cell: a typo should not cost a queue and a tracking run
             raise ValueError(f"--data-dir {dataset}={path}: {path} does not exist; expected the directory of "
                              f"the real {dataset} files")
@@ -85,7 +88,7 @@ def real_data(spec: TableSpec, datasets: list[str], data_dirs=None, data_options
         if not key:
             raise ValueError(f"--data-option {name}={value}: expected {form}")
         # data.options.KEY: always the dataset's own setting (a bare data.KEY could name data.name/data_dir)
-        add("--data-option", f"{name}={value}", dataset, f"data.options.{key}", value, f"data_option.{name}")
+        add("--data-option", f"{name}={value}", dataset, f"data.options.{key}", value, f"{REAL_DATA[1]}{name}")
     return overrides, params
 
 
@@ -538,7 +541,7 @@ def plot_table(spec: TableSpec, long: pd.DataFrame, paper: pd.DataFrame, path: P
 
 
 def _real_data(run) -> dict:
-    return {k: v for k, v in run.data.params.items() if k.startswith(("data_dir.", "data_option."))}
+    return {k: v for k, v in run.data.params.items() if k.startswith(REAL_DATA)}
 
 
 def report_table(number: int, out="results", tracking_uri=None, run_id: str | None = None) -> list[Path]:

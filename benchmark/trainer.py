@@ -151,6 +151,8 @@ class Trainer:
         if dataset.info.kind == "video":
             channels_last(self.model)
         self.optimizers = self.model.configure_optimizers(self.tc)
+        if cfg.loss.kl_warmup < 0:
+            raise TrainingError(f"loss.kl_warmup={cfg.loss.kl_warmup}: expected steps >= 0 (0: no warm-up)")
         if self.tc.lr_schedule not in LR_SCHEDULES:
             raise TrainingError(f"train.lr_schedule={self.tc.lr_schedule!r}: expected one of {', '.join(LR_SCHEDULES)}")
         self.base_lrs = [[g["lr"] for g in o.param_groups] for o in self.optimizers]
@@ -174,7 +176,7 @@ class Trainer:
     def _step(self, batch):
         """Default step: forward, Σ weight·term, backward, clip, update. Models with their own
         update rule (adversarial ones) provide train_step(batch, optimizers, weights, autocast)."""
-        weights = kl_warmup_weights(self.weights, self.state.step, self.tc.kl_warmup)
+        weights = kl_warmup_weights(self.weights, self.state.step, self.cfg.loss.kl_warmup)
         if "adversarial" in self.model.capabilities:
             terms = self.model.train_step(batch, self.optimizers, weights, self.autocast)
             total = weighted_total(terms, weights)

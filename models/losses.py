@@ -156,11 +156,11 @@ class DensityRatioMI(torch.nn.Module):
         m, t = zt.shape[:2]
         if m < 2:
             raise ValueError("the density-ratio MI needs a batch of at least 2 sequences (pairs of marginals)")
-        joint = torch.cat([zf.unsqueeze(1).expand(-1, t, -1), zt], -1).float()
+        zf_t = zf.unsqueeze(1).expand(-1, t, -1)
+        joint = torch.cat([zf_t, zt], -1).float()
         # marginal pairs: each z_f with the z_t of another sequence (a random non-zero shift of the batch)
         shift = torch.randint(1, m, (1,), device=zt.device)
-        marginal = torch.cat([zf.unsqueeze(1).expand(-1, t, -1), zt[(torch.arange(m, device=zt.device) + shift) % m]],
-                             -1).float()
+        marginal = torch.cat([zf_t, zt[(torch.arange(m, device=zt.device) + shift) % m]], -1).float()
         frozen = {k: v.detach() for k, v in self.net.named_parameters()}
         mi_t = torch.func.functional_call(self.net, frozen, (joint,)).squeeze(-1).mean(0)  # [T]
         logits = self.net(torch.cat([joint, marginal]).detach()).squeeze(-1)

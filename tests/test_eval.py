@@ -35,7 +35,7 @@ def test_judge_fingerprint_ignores_loss_settings():
     train = load_dataset("sprites", "train", "smoke")
     cfg, settings = judge_config("smoke", "sprites"), judge_settings("smoke", "sprites")
     fp = _fingerprint(train, cfg, settings)
-    cfg.loss.recon, cfg.loss.lambda_mi, cfg.train.kl_warmup = "bce", 7.0, 500
+    cfg.loss.recon, cfg.loss.lambda_mi, cfg.loss.kl_warmup = "bce", 7.0, 500
     assert _fingerprint(train, cfg, settings) == fp
     cfg.model.width *= 2
     assert _fingerprint(train, cfg, settings) != fp

@@ -74,7 +74,7 @@ def test_kl_warmup_scales_only_kl_terms_by_the_step(workdir):
     assert kl_warmup_weights(w, 4, 4) == w and kl_warmup_weights(w, 0, 0) == w
     # in the trainer: the objective of step s is recon + (s / warmup)·KL + the rest
     tr = make_trainer(workdir, 3)
-    tr.tc.kl_warmup = 2
+    tr.cfg.loss.kl_warmup = 2
     seen = []
     step = tr.step_fn
     tr.step_fn = lambda b: (lambda out: (seen.append(out), out)[1])(step(b))
@@ -83,6 +83,8 @@ def test_kl_warmup_scales_only_kl_terms_by_the_step(workdir):
     for s, o in enumerate(seen):
         kl = sum(w * o[k] for k, w in tr.weights.items() if k.startswith("kl_"))
         assert float(o["total"]) == pytest.approx(float(rest(o) + min(1, s / 2) * kl), rel=1e-5)
+    with pytest.raises(TrainingError, match=r"loss.kl_warmup=-5: expected steps >= 0"):
+        make_trainer(workdir, 1, kl_warmup=-5)
 
 
 def test_continue_takes_the_checkpoint_furthest_along_not_the_newest_file(workdir):
