@@ -42,6 +42,15 @@ def run_fingerprint(cfg: RunConfig, dataset_fingerprint: str) -> str:
     return fingerprint({"config": cfg.to_dict(), "dataset": dataset_fingerprint, "source": source_hash()})
 
 
+def logged_params(cfg: RunConfig) -> dict[str, object]:
+    """A run's MLflow params: the config, plus the data settings its loader was given (the profile's, then
+    `-o data.KEY` over them) as `data.<key>`, so runs that differ only in a profile's data size compare in
+    the UI and in `curves --hue data.<key>`."""
+    from benchmark.profiles import get_profile
+    profile = get_profile(cfg.profile).data.get(cfg.data.name, {})
+    return {f"data.{k}": v for k, v in profile.items()} | cfg.flat()
+
+
 def train(cfg: RunConfig, resume: str | None = None, tracking_uri: str | None = None,
           progress: bool = True, ckpt_root: str = "checkpoints", parent_run_id: str | None = None,
           run_id: str | None = None, extra_tags: dict | None = None, hooks: list | None = None,
@@ -75,7 +84,7 @@ def train(cfg: RunConfig, resume: str | None = None, tracking_uri: str | None = 
                                                                "checkpoint_dir": str(ckpt_dir), "val_held_out": held_out}
                      | (extra_tags or {}))
         if run_id is None:
-            run.log_params(cfg.flat())
+            run.log_params(logged_params(cfg))
             run.log_text(cfg.to_json(), "config.json")
         try:
             with _sigterm_as_interrupt():

@@ -97,8 +97,9 @@ def test_splits_by_clip_stratified(smoke):
 
 def test_split_clips_shares():
     """With 4 takes one per (identity, expression) pair goes to test; with 3 every pair but every 4th
-    gives one, with 1 take a quarter of the pairs; val is ~10% of train in every case."""
-    for takes, per_pair in ((4, {1}), (3, {0, 1}), (2, {0, 1}), (1, {0, 1})):
+    gives one, with 11 (the cpu and paper profiles) 2 or 3, with 1 take a quarter of the pairs; val is
+    ~10% of train in every case."""
+    for takes, per_pair in ((11, {2, 3}), (4, {1}), (3, {0, 1}), (2, {0, 1}), (1, {0, 1})):
         ident, expr = (np.repeat(a, takes) for a in np.meshgrid(np.arange(52), np.arange(6), indexing="ij"))
         ident, expr = ident.ravel(), expr.ravel()
         code = F.split_clips(ident, expr, seed=0)
@@ -112,6 +113,14 @@ def test_split_clips_shares():
                 assert (code[ident == i] == 2).any() and (code[ident == i] <= 1).any()
         for e in range(6):
             assert (code[expr == e] == 2).any() and (code[expr == e] == 1).any()
+
+
+def test_cpu_and_paper_profiles_have_the_size_of_the_seeds_mug():
+    """The seed's MUG has 3,528 videos of 52 actors x 6 expressions; fewer clips overfit (faces-takes)."""
+    for name in ("cpu", "paper"):
+        d = PROFILES[name].data_for("faces")
+        clips = d["identities"] * F.N_EXPRESSIONS * d["takes"]
+        assert d["identities"] == 52 and abs(clips - 3528) / 3528 < 0.05, (name, clips)
 
 
 def test_deterministic_from_seed(smoke):

@@ -473,6 +473,8 @@ def test_dataset_options_from_the_command_line(timit, cache, workdir, capsys):
     client = mlflow.MlflowClient(resolve_uri())
     runs = {k: client.get_run(r) for k, r in (("core", core), ("std", std))}
     assert runs["core"].data.params["data.split"] == "core"
+    # the profile's data settings are params too (smoke: 20-frame segments), `-o data.KEY` over them
+    assert runs["std"].data.params["data.segment"] == "20" and runs["core"].data.params["data.segment"] == "20"
     assert runs["core"].data.tags["dataset_fingerprint"] != runs["std"].data.tags["dataset_fingerprint"]
     assert main(args + ["-o", "data.splitt=core"]) == 2
     err = capsys.readouterr().err
