@@ -229,5 +229,5 @@ def test_cpu_budget_is_from_cdsvae_s_own_curve():
     from benchmark.config import resolve_config
     assert resolve_config("cdsvae", "sprites", "cpu").train.max_steps == 9000
     assert resolve_config("s3vae", "sprites", "cpu").train.max_steps == 6000
-    assert resolve_config("cdsvae", "faces", "cpu").train.max_steps == 9000  # faces' own budget
+    assert resolve_config("cdsvae", "faces", "cpu").train.max_steps == 18000  # faces' own budget
     assert resolve_config("cdsvae", "sprites", "paper").train.max_steps == 0  # the paper's epochs
