@@ -47,8 +47,8 @@ def logged_params(cfg: RunConfig) -> dict[str, object]:
     `-o data.KEY` over them) as `data.<key>`, so runs that differ only in a profile's data size compare in
     the UI and in `curves --hue data.<key>`."""
     from benchmark.profiles import get_profile
-    profile = get_profile(cfg.profile).data.get(cfg.data.name, {})
-    return {f"data.{k}": v for k, v in profile.items()} | cfg.flat()
+    settings = get_profile(cfg.profile).data_settings(cfg.data.name, cfg.data.options)
+    return {f"data.{k}": v for k, v in settings.items()} | cfg.flat()
 
 
 def train(cfg: RunConfig, resume: str | None = None, tracking_uri: str | None = None,

@@ -37,6 +37,11 @@ class Profile:
             raise KeyError(f"profile {self.name!r} has no settings for dataset {name!r}; it knows {sorted(self.data)}")
         return copy.deepcopy(self.data[name])
 
+    def data_settings(self, name: str, options: dict | None = None) -> dict:
+        """What a dataset's builder is given: this profile's settings for `name`, then a run's `options`
+        (`-o data.KEY`) over them (`benchmark.data.load_dataset` merges the same way)."""
+        return {**self.data_for(name), **(options or {})}
+
 
 # the seed's (d_zf, d_zt) per dataset (appendix D, Table 3 for TIMIT)
 PAPER_LATENTS = {"smmnist": (256, 32), "sprites": (256, 32), "faces": (8, 128), "speech": (64, 64)}
@@ -74,7 +79,8 @@ PROFILES = {
         latent=dict(PAPER_LATENTS),
         # judges (cosine lr): faces (then 702 training clips) at 12 epochs (252 steps) underfit the expression
         # head (~91-94% test), 96 reached ~98%; with 2,574 clips 96 epochs (7,680 steps, 4.6 min) reach 99.8 %;
-        # smmnist's labels are static, so its judge trains on 3-frame windows of the train split plus 50,000 windows of fresh pairings of its own train digits, jittered
+        # smmnist's labels are static, so its judge trains on 3-frame windows of the train split plus 50,000
+        # windows of fresh pairings of its own train digits, jittered
         judge=dict(epochs=3, batch_size=32, width=0.25, hidden=64, lr_schedule="cosine",
                    per_dataset={"faces": dict(epochs=96),
                                 "smmnist": dict(epochs=12, width=0.5, train_frames=3, extra_sequences=50000)}),

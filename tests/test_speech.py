@@ -461,6 +461,9 @@ def test_dataset_options_from_the_command_line(timit, cache, workdir, capsys):
     cfg = resolve_config("s3vae", "speech", "smoke", overrides={"data.split": "core", "data.segment": "10"})
     assert cfg.data.options == {"split": "core", "segment": 10}
     assert cfg.flat()["data.split"] == "core" and "data.options" not in cfg.flat()
+    from benchmark.api import logged_params
+    logged = logged_params(cfg)  # the profile's data settings (smoke: 12 speakers), the options over them
+    assert (logged["data.speakers"], logged["data.segment"], logged["data.split"]) == (12, 10, "core")
     from benchmark.config import RunConfig
     assert RunConfig.from_dict(cfg.to_dict()).data.options == cfg.data.options, "checkpoints restore the options"
     args = ["train", "--model", "s3vae", "--dataset", "speech", "--profile", "smoke", "--data-dir", str(root),
