@@ -146,8 +146,7 @@ def get_judge(dataset_name: str, profile: str = "cpu", data_dir: str | None = No
         judge.load_state_dict(payload["state"])
         judge.fingerprint = fp  # what its cached passes over real data are keyed by
         return judge.eval(), payload["report"]
-    fit_on = judge_train_set(train, settings, {**get_profile(profile).data_for(dataset_name), **(options or {})},
-                             data_dir)
+    fit_on = judge_train_set(train, settings, get_profile(profile).data_settings(dataset_name, options), data_dir)
     seed_everything(cfg.seed)
     judge = Judge(train.info, cfg.model.width, cfg.model.hidden, cfg.model.feat_dim)
     with tracking.start_run(f"judge-{dataset_name}-{cfg.profile}", uri=tracking_uri, experiment=tracking.JUDGE_EXPERIMENT,

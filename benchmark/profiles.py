@@ -38,8 +38,8 @@ class Profile:
         return copy.deepcopy(self.data[name])
 
     def data_settings(self, name: str, options: dict | None = None) -> dict:
-        """What a dataset's builder is given: this profile's settings for `name`, then a run's `options`
-        (`-o data.KEY`) over them (`benchmark.data.load_dataset` merges the same way)."""
+        """What a dataset's builder is given (`benchmark.data.load_dataset`) and what a run logs as `data.<key>`:
+        this profile's settings for `name`, then a run's `options` (`-o data.KEY`) over them."""
         return {**self.data_for(name), **(options or {})}
 
 

@@ -168,7 +168,7 @@ def load_dataset(name: str, split: str, profile="cpu", data_dir: str | None = No
     from benchmark.profiles import get_profile
     prof = get_profile(profile) if isinstance(profile, str) else profile
     _import_all()
-    return DATASETS.build(name, split=split, data={**prof.data_for(name), **(options or {})}, data_dir=data_dir)
+    return DATASETS.build(name, split=split, data=prof.data_settings(name, options), data_dir=data_dir)
 
 
 def _import_all():
