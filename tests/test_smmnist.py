@@ -332,3 +332,14 @@ def test_judge_extra_from_real_files_uses_the_train_file(tmp_path, cache):
     ex = numpy(M.judge_extra(train, REAL, str(tmp_path), 8, 2, seed=0))
     assert ex["digit_ids"].max() < 10
     np.testing.assert_array_equal(ex["static"], parts["train"][1][ex["digit_ids"]])
+
+
+def test_cpu_judge_sees_the_same_windows_when_the_training_data_grows():
+    """The cpu profile trains on 50,000 sequences (10x the seed's) so that the model cannot memorise them; the
+    judge's epochs shrink with it, so it still trains on the 900,000 windows (~17 min) it was validated with."""
+    from benchmark.profiles import get_profile
+    prof = get_profile("cpu")
+    data, judge = prof.data_for("smmnist"), prof.judge["per_dataset"]["smmnist"]
+    assert data["n_train"] >= 10 * get_profile("paper").data_for("smmnist")["n_train"]
+    windows = data["n_train"] * (data["frames"] // judge["train_frames"]) + judge["extra_sequences"]
+    assert windows * judge["epochs"] == 900_000
