@@ -70,17 +70,14 @@ def cmd_train(args):
     cfg = _config(args)
     resume, run_id = args.resume, None
     if args.continue_run:  # the same MLflow run goes on, so its learning curves stay one line
-        from pathlib import Path
-
         from benchmark import tracking
-        from benchmark.trainer import furthest_checkpoint
+        from benchmark.api import resume_point
         run = tracking.find_run(args.continue_run, args.tracking_uri)
-        ckpts = [Path(run.data.tags.get("checkpoint_dir", "-"), n) for n in ("final.pt", "last.pt")]
-        ckpts = [c for c in ckpts if c.is_file()]
-        if not ckpts:
-            raise SystemExit(f"error: --continue {run.info.run_id}: no last.pt or final.pt in the run's "
-                             f"checkpoint_dir {run.data.tags.get('checkpoint_dir')!r} (relative to where it trained)")
-        resume, run_id = str(furthest_checkpoint(ckpts, "--continue")), run.info.run_id
+        resume, run_id = resume_point(run, args.tracking_uri), run.info.run_id
+        if resume is None:
+            raise SystemExit(f"error: --continue {run_id}: no last.pt or final.pt in the run's checkpoint_dir "
+                             f"{run.data.tags.get('checkpoint_dir')!r} (relative to where it trained) nor among "
+                             "its MLflow artifacts (checkpoints/)")
     summary = train(cfg, resume=resume, tracking_uri=args.tracking_uri, run_id=run_id,
                     extra_tags=parse_overrides(args.tag) if args.tag else None)
     print(json.dumps(summary, indent=2))

@@ -91,7 +91,10 @@ def train(cfg: RunConfig, resume: str | None = None, tracking_uri: str | None = 
                 state = trainer.fit(resume=resume)
         except KeyboardInterrupt:
             path = trainer.save_checkpoint()
-            print(f"\ninterrupted at step {trainer.state.step}; resume with --resume {path}", file=sys.stderr)
+            with contextlib.suppress(tracking.TrackingError):  # the local copy is safe; the mirror is a bonus
+                run.log_artifact(path, "checkpoints")
+            print(f"\ninterrupted at step {trainer.state.step}; go on with --continue {run.run_id} "
+                  f"(or --resume {path})", file=sys.stderr)
             raise
         except tracking.TrackingError:  # the store stayed down past the metric buffer: keep the progress
             trainer.save_checkpoint()
@@ -296,6 +299,19 @@ def model_table() -> list[dict]:
         caps = sorted(getattr(entry.builder, "capabilities", ()))
         rows.append({"name": name, "capabilities": ",".join(caps), "fixes": entry.defaults, "doc": entry.doc})
     return rows
+
+
+def resume_point(run, tracking_uri: str | None = None) -> str | None:
+    """The checkpoint a run goes on from: the furthest along of final.pt / last.pt in its checkpoint_dir, else of
+    their copies in its MLflow artifacts (where the store is remote they outlive this machine's disk), else None."""
+    from benchmark.trainer import furthest_checkpoint
+    local = Path(run.data.tags.get("checkpoint_dir", "-"))
+    found = [local / n for n in ("final.pt", "last.pt") if (local / n).is_file()]
+    if not found:
+        for name in ("final.pt", "last.pt"):
+            with contextlib.suppress(Exception):  # absent artifact: the store's error type varies by backend
+                found.append(Path(tracking.download_artifact(run.info.run_id, f"checkpoints/{name}", tracking_uri)))
+    return str(furthest_checkpoint(found, "--continue")) if found else None
 
 
 def load_checkpoint(run_id: str | None = None, checkpoint: str | None = None, tracking_uri: str | None = None):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmark import tracking
-from benchmark.api import evaluate, run_fingerprint, train
+from benchmark.api import evaluate, resume_point, run_fingerprint, train
 from benchmark.config import parse_overrides, resolve_config
 from benchmark.data import load_dataset
 from benchmark.profiles import get_profile
@@ -115,12 +115,12 @@ def run_job(spec, dataset, model, seed, profile, parent_id, tracking_uri, force,
     if trained:
         run_id, how = trained[0].info.run_id, "evaluated"
     else:
-        interrupted = [r for r in runs if r.info.status in ("RUNNING", "KILLED")
-                       and Path(r.data.tags.get("checkpoint_dir", "-"), "last.pt").is_file()] if not force else []
+        interrupted = [(r, ckpt) for r in runs if r.info.status in ("RUNNING", "KILLED")
+                       and (ckpt := resume_point(r, tracking_uri))] if not force else []
         if interrupted:
-            r = interrupted[0]
-            run_id = train(cfg, resume=str(Path(r.data.tags["checkpoint_dir"], "last.pt")), run_id=r.info.run_id,
-                           tracking_uri=tracking_uri, progress=progress)["run_id"]
+            r, ckpt = interrupted[0]
+            run_id = train(cfg, resume=ckpt, run_id=r.info.run_id, tracking_uri=tracking_uri,
+                           progress=progress)["run_id"]
             how = "resumed"
         else:
             run_id = train(cfg, tracking_uri=tracking_uri, progress=progress, parent_run_id=parent_id,

@@ -217,6 +217,14 @@ class Trainer:
         os.replace(tmp, path)  # atomic: a crash mid-save never destroys the previous checkpoint
         return path
 
+    def checkpoint(self) -> Path:
+        """last.pt, and its copy as the run's artifact checkpoints/last.pt: with a remote artifact store the run
+        survives the loss of this machine's disk (`train --continue` and a table's cells fetch it back)."""
+        path = self.save_checkpoint()
+        if self.tracker:
+            self.tracker.log_artifact(path, "checkpoints")
+        return path
+
     def load_checkpoint(self, path) -> None:
         path = Path(path)
         if not path.is_file():
@@ -267,7 +275,7 @@ class Trainer:
                     self.validate()
                     tick = time.perf_counter()  # evaluation is not training time
                 if tc.checkpoint_every and st.step % tc.checkpoint_every == 0:
-                    self.save_checkpoint()
+                    self.checkpoint()
                 if st.step >= self.total_steps:
                     break
             if st.batch_in_epoch >= self.batches.per_epoch:

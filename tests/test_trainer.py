@@ -101,6 +101,24 @@ def test_continue_takes_the_checkpoint_furthest_along_not_the_newest_file(workdi
         furthest_checkpoint([final, workdir / "bad.pt"], "--continue")
 
 
+def test_continue_fetches_the_mirrored_checkpoint_when_the_local_one_is_gone(workdir, capsys):
+    """Periodic checkpoints are copied to the run's artifacts (checkpoints/last.pt): `--continue` on a machine
+    without the run's checkpoint_dir (a fresh machine, a wiped disk) goes on from the furthest copy there."""
+    import shutil
+
+    from benchmark import tracking
+    from benchmark.api import resume_point
+    from benchmark.safeload import load_data
+    args = ["train", "--profile", "smoke", "-o", "train.checkpoint_every=2"]
+    assert main(args + ["-o", "train.max_steps=3"]) == 0
+    run_id = json.loads(capsys.readouterr().out)["run_id"]
+    shutil.rmtree(workdir / "checkpoints")
+    assert load_data(tracking.download_artifact(run_id, "checkpoints/last.pt"), "t")["state"]["step"] == 2
+    assert load_data(resume_point(tracking.find_run(run_id)), "t")["state"]["step"] == 3  # final.pt is further
+    assert main(args + ["-o", "train.max_steps=5", "--continue", run_id]) == 0
+    assert json.loads(capsys.readouterr().out)["steps"] == 5
+
+
 def test_fused_adam_is_the_reference_update(workdir):
     """The trainer's optimizer is the fused Adam kernel on CPU, and it updates as torch's reference Adam does."""
     import copy
@@ -270,11 +288,13 @@ def test_sigterm_saves_a_checkpoint_and_marks_the_run_killed(workdir):
     reader.join(timeout=30)
     rest = "".join(err)
     assert proc.returncode != 0
-    assert "resume with --resume" in rest
     ckpts = list((workdir / "checkpoints").glob("*/last.pt"))
     assert len(ckpts) == 1
-    run = mlflow.MlflowClient(resolve_uri()).get_run(ckpts[0].parent.name)
-    assert run.info.status == "KILLED"
+    run_id = ckpts[0].parent.name
+    assert f"go on with --continue {run_id}" in rest
+    client = mlflow.MlflowClient(resolve_uri())
+    assert client.get_run(run_id).info.status == "KILLED"
+    assert "checkpoints/last.pt" in [f.path for f in client.list_artifacts(run_id, "checkpoints")], "mirrored"
     assert torch.load(ckpts[0], weights_only=False)["state"]["step"] > 0
 
 
