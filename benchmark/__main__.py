@@ -153,6 +153,21 @@ def cmd_diagnose(args):
     print(f"wrote {diagnose_table(args.table, args.results, args.tracking_uri)}")
 
 
+def cmd_export_runs(args):
+    from benchmark.transfer import export_runs
+    if (args.table is None) == (args.filter is None):
+        raise ValueError("export-runs: give exactly one of --table N or --filter \"tags.study = 'NAME'\"")
+    where = args.filter or f"tags.table = '{args.table}'"
+    path, n = export_runs(where, args.out, args.tracking_uri)
+    print(f"wrote {path} ({n} runs)")
+
+
+def cmd_import_runs(args):
+    from benchmark.transfer import import_runs
+    c = import_runs(args.files, args.tracking_uri)
+    print(f"imported {c['imported']} runs, skipped {c['skipped']} already in the store")
+
+
 def cmd_claims(args):
     from benchmark.claims import write_claims
     print(f"wrote {write_claims(args.results)}")
@@ -287,6 +302,17 @@ def main(argv=None):
     p.add_argument("--results", default="results")
     p.add_argument("--tracking-uri", default=None)
     p.set_defaults(fn=cmd_diagnose)
+    p = sub.add_parser("export-runs", help="finished training runs (a table's cells) as JSON, for a store elsewhere")
+    p.add_argument("--table", type=table_id, default=None, help="the cells of table N (tags.table)")
+    p.add_argument("--filter", default=None, help="any MLflow filter, e.g. \"tags.study = 'x'\"")
+    p.add_argument("--out", required=True, help="the JSON file to write (e.g. results/runs/table2-cpu.json)")
+    p.add_argument("--tracking-uri", default=None)
+    p.set_defaults(fn=cmd_export_runs)
+    p = sub.add_parser("import-runs", help="runs of export-runs files into this store (then `run --table N` "
+                                           "reuses them by fingerprint)")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--tracking-uri", default=None)
+    p.set_defaults(fn=cmd_import_runs)
     p = sub.add_parser("curves", help="learning curves (val/* metrics vs steps and time) of a table or of any runs")
     p.add_argument("--table", type=table_id, default=None, help="the newest finished run of table N")
     p.add_argument("--filter", default=None, help="MLflow filter over training runs, e.g. \"tags.study = 'lik'\"")

@@ -291,3 +291,32 @@ def test_table_on_real_files_end_to_end(workdir, one_thread):
     assert json.loads((workdir / "rebuilt" / "table2_provenance.json").read_text())["data"] == prov["data"]
     with pytest.raises(ValueError, match="not a table 3 run"):
         report_table(3, workdir / "rebuilt", run_id=prov["parent_run_id"])
+
+
+def test_a_table_goes_on_in_another_store_from_its_exported_cells(workdir, tmp_path_factory, monkeypatch, capsys):
+    """Sitting 1 runs Table 3 (smoke) and exports its cells; sitting 2, on a fresh store and a machine without
+    those checkpoints, imports them: every cell is reused (nothing trains), the numbers are the first sitting's,
+    and `diagnose` works from the logged evaluation."""
+    import shutil
+    from benchmark import tracking
+    first = run_table(3, "smoke", seeds=1, passes=1, out=workdir / "results", progress=False)
+    mse = {j["model"]: tracking.find_run(j["run_id"]).data.metrics["eval/recon_mse"] for j in first["jobs"]}
+    assert main(["export-runs", "--table", "3", "--out", "cells.json"]) == 0
+    assert "(3 runs)" in capsys.readouterr().out
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    shutil.copy(workdir / "cells.json", elsewhere)
+    monkeypatch.chdir(elsewhere)
+    assert main(["import-runs", "cells.json"]) == 0
+    assert "imported 3 runs, skipped 0" in capsys.readouterr().out
+    assert main(["import-runs", "cells.json"]) == 0
+    assert "imported 0 runs, skipped 3" in capsys.readouterr().out, "importing twice adds nothing"
+    again = run_table(3, "smoke", seeds=1, passes=1, out=elsewhere / "results", progress=False)
+    assert {j["how"] for j in again["jobs"]} == {"reused"} and not (elsewhere / "checkpoints").exists()
+    pd.testing.assert_frame_equal(pd.read_csv(elsewhere / "results" / "table3.csv"),
+                                  pd.read_csv(workdir / "results" / "table3.csv"))
+    assert main(["diagnose", "--table", "3"]) == 0
+    diag = json.loads((elsewhere / "results" / "table3_diagnostics.json").read_text())
+    assert {r["model"]: r["recon_mse"] for r in diag["runs"]} == mse and "speech" in diag["feature_eer"]
+    (elsewhere / "bad.json").write_text("{}")
+    assert main(["import-runs", "bad.json"]) == 2
+    assert "bad.json: expected a file written by `export-runs`" in capsys.readouterr().err

@@ -1,0 +1,108 @@
+"""Finished runs as a small JSON file and back: a table whose cells ran in several sittings on machines that do not
+share an MLflow store (each sitting exports its finished cells; the next imports them and reuses them by
+fingerprint, as if they had run there). What travels: tags (the fingerprint among them), params, the final value
+of every metric, the full history of the `val/` and `sys/` metrics (the learning curves) and the run's config
+text. Not the checkpoints: an imported run can be reported, diagnosed from its logged evaluation and plotted, not
+trained further."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from benchmark import tracking
+
+FORMAT = "s3vae-benchmark-runs/1"
+HISTORY_PREFIXES = ("val/", "sys/")  # whole curves; other metrics (train/ every log_every steps): the last value
+SOURCE_TAG = "imported_run_id"       # the run's id in the store it was exported from
+
+
+def export_runs(filter_string: str, out: str | Path, uri: str | None = None) -> tuple[Path, int]:
+    """Every FINISHED training run matching the MLflow filter, into `out` (JSON). Returns (path, count)."""
+    uri = tracking.resolve_uri(uri)
+    tracking.health_check(uri)
+    client = tracking.get_client(uri)
+    runs = [r for r in tracking.search_runs(filter_string, uri)
+            if r.info.status == "FINISHED" and r.data.tags.get("kind") == "train"]
+    if not runs:
+        raise FileNotFoundError(f"export-runs {filter_string!r}: no finished training run matches in {uri}")
+    records = [_record(client, r) for r in runs]
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"format": FORMAT, "exported_from": uri, "filter": filter_string,
+                               "exported_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+                               **tracking.git_info(), "runs": records}, indent=1))
+    return out, len(records)
+
+
+def _record(client, run) -> dict:
+    metrics = {}
+    for key, last in run.data.metrics.items():
+        if key.startswith(HISTORY_PREFIXES):
+            metrics[key] = [[m.step, m.timestamp, m.value] for m in client.get_metric_history(run.info.run_id, key)]
+        else:
+            metrics[key] = [[0, run.info.end_time or 0, last]]
+    try:
+        config = Path(client.download_artifacts(run.info.run_id, "config.json")).read_text()
+    except Exception:  # noqa: BLE001 - older runs have none; the params hold the same settings
+        config = None
+    return {"run_id": run.info.run_id, "run_name": run.info.run_name, "status": run.info.status,
+            "start_time": run.info.start_time, "end_time": run.info.end_time,
+            "tags": dict(run.data.tags), "params": dict(run.data.params), "metrics": metrics, "config": config}
+
+
+def import_runs(paths, uri: str | None = None, experiment: str = tracking.DEFAULT_EXPERIMENT) -> dict[str, int]:
+    """The runs of export files into the store, each once (a run imported before, or the store's own, is
+    skipped). Returns {"imported": n, "skipped": m}."""
+    from mlflow.entities import Metric, Param, RunTag
+    uri = tracking.resolve_uri(uri)
+    tracking.health_check(uri)
+    client = tracking.get_client(uri)
+    exp_id = tracking.experiment_id(client, uri, experiment)
+    counts = {"imported": 0, "skipped": 0}
+    for path in paths:
+        data = _read(Path(path))
+        for rec in data["runs"]:
+            rid = rec["run_id"]
+            if _present(client, rid, uri):
+                counts["skipped"] += 1
+                continue
+            tags = {k: v for k, v in rec["tags"].items() if k != "mlflow.parentRunId"}  # that parent is not here
+            tags |= {SOURCE_TAG: rid, "imported_from": f"{data['exported_from']} ({Path(path).name})",
+                     "imported_parent_run_id": rec["tags"].get("mlflow.parentRunId", "")}
+            run = client.create_run(exp_id, start_time=rec["start_time"], run_name=rec["run_name"])
+            params = [Param(k, v) for k, v in rec["params"].items()]
+            metrics = [Metric(k, v, ts, step) for k, pts in rec["metrics"].items() for step, ts, v in pts]
+            run_tags = [RunTag(k, str(v)) for k, v in tags.items()]
+            for kind, items, size in (("params", params, 100), ("tags", run_tags, 100), ("metrics", metrics, 1000)):
+                for i in range(0, len(items), size):  # MLflow's per-batch limits
+                    client.log_batch(run.info.run_id, **{kind: items[i:i + size]})
+            if rec.get("config"):
+                client.log_text(run.info.run_id, rec["config"], "config.json")
+            client.set_terminated(run.info.run_id, rec["status"], end_time=rec["end_time"])
+            counts["imported"] += 1
+    return counts
+
+
+def _read(path: Path) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"import-runs {path}: no such file")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"import-runs {path}: not JSON ({e})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ValueError(f"import-runs {path}: expected a file written by `export-runs` (format {FORMAT!r})")
+    return data
+
+
+def _present(client, run_id: str, uri: str) -> bool:
+    """The run is in this store already: as itself (exported from here) or imported before."""
+    from mlflow.exceptions import MlflowException
+    try:
+        client.get_run(run_id)
+        return True
+    except MlflowException:
+        pass
+    experiments = tuple(tracking.EXPERIMENTS)
+    return bool(tracking.search_runs(f"tags.{SOURCE_TAG} = '{run_id}'", uri, experiments))
