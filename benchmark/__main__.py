@@ -117,7 +117,7 @@ def cmd_run(args):
                     args.tracking_uri, args.force, args.passes, queue_url=args.queue, workers=args.workers,
                     gpus=args.gpus.split(",") if args.gpus else None, worker_only=args.worker,
                     heartbeat_s=args.heartbeat, grace_s=args.grace, launcher=args.launcher,
-                    data_dirs=args.data_dir, data_options=args.data_option)
+                    data_dirs=args.data_dir, data_options=args.data_option, precision=args.precision)
     print(json.dumps({k: res[k] for k in ("files", "wall_time_s", "parent_run_id")}, indent=2))
 
 
@@ -268,6 +268,9 @@ def main(argv=None):
     p.add_argument("--datasets", nargs="+", default=None, help="subset (or, for table 2, more) datasets")
     p.add_argument("--models", nargs="+", default=None, help="registered models to add to the table")
     p.add_argument("--passes", type=int, default=3, help="sampling passes per evaluation")
+    p.add_argument("--precision", default=None, choices=["auto", "bf16", "fp32"],
+                   help="every run's (default auto: bf16 where the CPU/GPU has bf16 units); part of each cell's "
+                        "fingerprint, so a table whose sittings run on different CPUs pins one (fp32)")
     p.add_argument("--out", default="results", help="where the table files go (real data: a folder of its own)")
     p.add_argument("--data-dir", action="append", metavar="DATASET=PATH",
                    help="that dataset's real files, e.g. sprites=/data/sprites (repeatable; default: embedded data)")

@@ -38,8 +38,13 @@ def source_hash() -> str:
 
 
 def run_fingerprint(cfg: RunConfig, dataset_fingerprint: str) -> str:
+    """What makes two runs the same: config, data, code, and the precision `auto` resolves to here (a bf16 run on
+    an AVX-512 machine is not an fp32 one on an AVX2 machine, though both asked for auto)."""
     from benchmark.data import fingerprint
-    return fingerprint({"config": cfg.to_dict(), "dataset": dataset_fingerprint, "source": source_hash()})
+    from benchmark.trainer import resolve_precision, select_device
+    config = cfg.to_dict()
+    config["train"]["precision"] = resolve_precision(cfg.train.precision, select_device(cfg.train.device))
+    return fingerprint({"config": config, "dataset": dataset_fingerprint, "source": source_hash()})
 
 
 def logged_params(cfg: RunConfig) -> dict[str, object]:

@@ -267,11 +267,12 @@ def run_table(number: int, profile: str = "cpu", seeds: int = 3, datasets=None, 
               queue_url: str | None = None, workers: int = 1, gpus: list[str] | None = None,
               worker_only: bool = False, heartbeat_s: int = 10, grace_s: int = 60,
               launcher: str = "processes", data_dirs: list[str] | None = None,
-              data_options: list[str] | None = None) -> dict:
+              data_options: list[str] | None = None, precision: str | None = None) -> dict:
     """Train what is missing (cells claimed from a shared queue, so several processes or machines on one
     store split the work), reuse what is finished, evaluate, write the table files. `workers` > 1 starts
     that many processes here in all; `worker_only`: run cells and write no table (a helper of another).
-    `data_dirs` / `data_options`: the real files of some datasets (see `real_data`)."""
+    `data_dirs` / `data_options`: the real files of some datasets (see `real_data`); `precision`: every run's
+    (default the profile's `auto`; pin fp32 for a table whose sittings run on different CPUs)."""
     import dataclasses
     import hashlib
     import os
@@ -281,7 +282,8 @@ def run_table(number: int, profile: str = "cpu", seeds: int = 3, datasets=None, 
     profile = get_profile(profile).name
     jobs = table_jobs(spec, seeds, datasets, models)
     data, data_params = real_data(spec, list(dict.fromkeys(d for d, _, _ in jobs)), data_dirs, data_options)
-    spec = dataclasses.replace(spec, data=data)  # every cell of those datasets resolves them (spec.overrides)
+    # every cell resolves them (spec.overrides)
+    spec = dataclasses.replace(spec, data=data, run={"train.precision": precision} if precision else {})
     tracking.health_check(tracking.resolve_uri(tracking_uri))
     cells = [Cell(d, m, s, cell_fingerprint(spec, d, m, s, profile)[1]) for d, m, s in jobs]
     # one queue per set of cells: new code or config is a new queue; --force a fresh one (retrain everything)
@@ -312,6 +314,7 @@ def run_table(number: int, profile: str = "cpu", seeds: int = 3, datasets=None, 
         parent.log_params({"table": number, "profile": profile, "seeds": seeds, "passes": passes,
                            "datasets": ",".join(dict.fromkeys(c.dataset for c in cells)),
                            "models": ",".join(dict.fromkeys(c.model for c in cells)), "cells": len(cells),
+                           "precision": precision or "auto",
                            **{f"budget.{d}": json.dumps(o, sort_keys=True)
                               for d, o in spec.budgets.get(profile, {}).items()}, **data_params})
         codes = []

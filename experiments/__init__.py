@@ -29,9 +29,11 @@ class TableSpec:
     # dataset -> dotted overrides pointing it at the user's real files (`run --data-dir/--data-option`; set
     # per command, never in a spec): part of every run's config, so of its fingerprint
     data: dict = field(default_factory=dict, hash=False)
+    # dotted overrides of every run of one command (`run --precision`; never in a spec)
+    run: dict = field(default_factory=dict, hash=False)
 
     def overrides(self, profile: str, dataset: str) -> dict:
-        return {**self.budgets.get(profile, {}).get(dataset, {}), **self.data.get(dataset, {})}
+        return {**self.budgets.get(profile, {}).get(dataset, {}), **self.data.get(dataset, {}), **self.run}
 
 
 def tables() -> dict[int, TableSpec]:

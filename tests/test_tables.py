@@ -320,3 +320,26 @@ def test_a_table_goes_on_in_another_store_from_its_exported_cells(workdir, tmp_p
     (elsewhere / "bad.json").write_text("{}")
     assert main(["import-runs", "bad.json"]) == 2
     assert "bad.json: expected a file written by `export-runs`" in capsys.readouterr().err
+
+
+def test_fingerprint_holds_the_precision_that_runs_and_run_can_pin_it(workdir, monkeypatch):
+    """`auto` is fingerprinted as what it resolves to on this machine (bf16 cells from an AVX-512 sitting are not
+    reused as fp32 ones on an AVX2 machine), and `run --precision fp32` puts fp32 in every cell's config."""
+    import dataclasses
+
+    import torch
+
+    from benchmark.api import run_fingerprint
+    from benchmark.tables import cell_fingerprint, get_table
+    from benchmark.trainer import resolve_precision
+    cfg = resolve_config("s3vae", "sprites", "smoke", seed=0)
+    here = resolve_precision("auto", torch.device("cpu"))
+    fp = {p: run_fingerprint(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, precision=p)), "d")
+          for p in ("auto", "bf16", "fp32")}
+    assert fp["auto"] == fp[here] and fp["bf16"] != fp["fp32"]
+    spec = dataclasses.replace(get_table(3), run={"train.precision": "fp32"})
+    pinned, _ = cell_fingerprint(spec, "speech", "s3vae", 0, "smoke")
+    assert pinned.train.precision == "fp32"
+    same = cell_fingerprint(spec, "speech", "s3vae", 0, "smoke")[1] == cell_fingerprint(
+        get_table(3), "speech", "s3vae", 0, "smoke")[1]
+    assert same == (here == "fp32"), "pinned fp32 is the auto cell exactly where auto resolves to fp32"
