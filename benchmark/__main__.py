@@ -117,7 +117,8 @@ def cmd_run(args):
                     args.tracking_uri, args.force, args.passes, queue_url=args.queue, workers=args.workers,
                     gpus=args.gpus.split(",") if args.gpus else None, worker_only=args.worker,
                     heartbeat_s=args.heartbeat, grace_s=args.grace, launcher=args.launcher,
-                    data_dirs=args.data_dir, data_options=args.data_option, precision=args.precision)
+                    data_dirs=args.data_dir, data_options=args.data_option, precision=args.precision,
+                    stop_after_min=args.stop_after)
     print(json.dumps({k: res[k] for k in ("files", "wall_time_s", "parent_run_id")}, indent=2))
 
 
@@ -268,6 +269,9 @@ def main(argv=None):
     p.add_argument("--datasets", nargs="+", default=None, help="subset (or, for table 2, more) datasets")
     p.add_argument("--models", nargs="+", default=None, help="registered models to add to the table")
     p.add_argument("--passes", type=int, default=3, help="sampling passes per evaluation")
+    p.add_argument("--stop-after", type=float, default=None, metavar="MINUTES",
+                   help="a sitting of this length: no cell is started that would end later at this process's pace "
+                        "so far; the same command goes on where it stopped")
     p.add_argument("--precision", default=None, choices=["auto", "bf16", "fp32"],
                    help="every run's (default auto: bf16 where the CPU/GPU has bf16 units); part of each cell's "
                         "fingerprint, so a table whose sittings run on different CPUs pins one (fp32)")

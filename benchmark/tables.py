@@ -139,12 +139,20 @@ def _progress(spec, parent, c: dict, cell=None) -> dict:
     return c
 
 
-def work_cells(spec, queue, profile, parent, tracking_uri, force, passes, progress, poll_s: float = 5.0) -> dict:
+def work_cells(spec, queue, profile, parent, tracking_uri, force, passes, progress, poll_s: float = 5.0,
+               stop_after_s: float | None = None) -> dict:
     """Claim and run cells until every cell of the queue is finished (by this or any other process);
     returns {cell key: how} for the cells this process ran. A cell that fails here is marked failed and the
-    error raised; Ctrl-C / SIGTERM puts the cell back in the queue (its checkpoint is resumed)."""
-    mine, t0, waited = {}, time.perf_counter(), False
+    error raised; Ctrl-C / SIGTERM puts the cell back in the queue (its checkpoint is resumed).
+    `stop_after_s`: claim no cell that would not end within that many seconds of the start at the pace of the
+    cells this process trained so far (a sitting of fixed length ends between cells, none half-trained)."""
+    mine, t0, waited, spent = {}, time.perf_counter(), False, []
     while True:
+        if stop_after_s is not None and spent and \
+                time.perf_counter() - t0 + sum(spent) / len(spent) > stop_after_s:
+            print(f"[table {spec.number}] stopping: another cell (~{sum(spent) / len(spent) / 60:.0f} min) would end "
+                  f"past --stop-after {stop_after_s / 60:.0f} min", file=sys.stderr, flush=True)
+            return mine
         cell = queue.claim()
         if cell is None:
             if queue.finished():
@@ -160,6 +168,7 @@ def work_cells(spec, queue, profile, parent, tracking_uri, force, passes, progre
         if mine:
             print(f"[table {spec.number}] ETA {(time.perf_counter() - t0) / len(mine) * (c['queued'] + 1) / 60:.0f} "
                   f"min for the queue at this worker's pace", file=sys.stderr, flush=True)
+        started = time.perf_counter()
         try:
             _, how = run_job(spec, cell.dataset, cell.model, cell.seed, profile, parent.run_id, tracking_uri,
                              force, passes, progress)
@@ -171,6 +180,8 @@ def work_cells(spec, queue, profile, parent, tracking_uri, force, passes, progre
             raise
         queue.release(ok=True)
         mine[cell.key] = how
+        if how != "reused":
+            spent.append(time.perf_counter() - started)
 
 
 def _worker_argv(stores: list[str]) -> list[str]:
@@ -267,12 +278,14 @@ def run_table(number: int, profile: str = "cpu", seeds: int = 3, datasets=None, 
               queue_url: str | None = None, workers: int = 1, gpus: list[str] | None = None,
               worker_only: bool = False, heartbeat_s: int = 10, grace_s: int = 60,
               launcher: str = "processes", data_dirs: list[str] | None = None,
-              data_options: list[str] | None = None, precision: str | None = None) -> dict:
+              data_options: list[str] | None = None, precision: str | None = None,
+              stop_after_min: float | None = None) -> dict:
     """Train what is missing (cells claimed from a shared queue, so several processes or machines on one
     store split the work), reuse what is finished, evaluate, write the table files. `workers` > 1 starts
     that many processes here in all; `worker_only`: run cells and write no table (a helper of another).
     `data_dirs` / `data_options`: the real files of some datasets (see `real_data`); `precision`: every run's
-    (default the profile's `auto`; pin fp32 for a table whose sittings run on different CPUs)."""
+    (default the profile's `auto`; pin fp32 for a table whose sittings run on different CPUs). `stop_after_min`:
+    a sitting of that length (`work_cells`); the table files are written once every cell is done."""
     import dataclasses
     import hashlib
     import os
@@ -323,12 +336,18 @@ def run_table(number: int, profile: str = "cpu", seeds: int = 3, datasets=None, 
                 mine = {}
                 _watch(spec, queue, parent)
             else:
-                mine = work_cells(spec, queue, profile, parent, tracking_uri, force, passes, progress)
+                mine = work_cells(spec, queue, profile, parent, tracking_uri, force, passes, progress,
+                                  stop_after_s=None if stop_after_min is None else 60 * stop_after_min)
         finally:
             if helpers is not None:
                 codes = helpers.wait()
         c = _progress(spec, parent, queue.counts())
-        if worker_only:
+        stopped = stop_after_min is not None and not (c["failed"] or any(codes) or queue.finished())
+        if stopped:
+            parent.set_tags({"stopped": f"--stop-after {stop_after_min:g} min"})
+            print(f"[table {number}] sitting over: {c['done']} of {c['total']} cells done; the same command goes on "
+                  f"(`export-runs --table {number}` carries the finished cells to another machine)", file=sys.stderr)
+        if worker_only or stopped:
             return {"files": [], "wall_time_s": time.perf_counter() - t0, "parent_run_id": parent.run_id,
                     "jobs": mine}
         if c["failed"] or any(codes) or not queue.finished():

@@ -343,3 +343,13 @@ def test_fingerprint_holds_the_precision_that_runs_and_run_can_pin_it(workdir, m
     same = cell_fingerprint(spec, "speech", "s3vae", 0, "smoke")[1] == cell_fingerprint(
         get_table(3), "speech", "s3vae", 0, "smoke")[1]
     assert same == (here == "fp32"), "pinned fp32 is the auto cell exactly where auto resolves to fp32"
+
+
+def test_stop_after_ends_a_sitting_between_cells_and_the_next_goes_on(workdir, capsys):
+    """--stop-after: after the first cell (no pace known before it) no cell that would end past the limit is
+    started; the sitting exits cleanly without table files, and the same command later finishes the rest."""
+    first = run_table(3, "smoke", seeds=1, passes=1, out=workdir / "results", progress=False, stop_after_min=1e-4)
+    assert len(first["jobs"]) == 1 and first["files"] == [] and not (workdir / "results" / "table3.csv").exists()
+    assert "sitting over: 1 of 3 cells done" in capsys.readouterr().err
+    rest = run_table(3, "smoke", seeds=1, passes=1, out=workdir / "results", progress=False)
+    assert sorted(j["how"] for j in rest["jobs"]) == ["reused", "trained", "trained"]
