@@ -83,7 +83,7 @@ def diagnose_table(number: int, results: str | Path = "results", tracking_uri: s
     for job in prov["jobs"]:
         report = logged_report(tracking.find_run(job["run_id"], tracking_uri))  # the table's evaluation logged it
         test = None
-        if not report and "encode" in getattr(MODELS[job["model"]].builder, "capabilities", ()):
+        if not report and "encode" in getattr(MODELS.get(job["model"]).builder, "capabilities", ()):
             payload, _ = load_checkpoint(run_id=job["run_id"], tracking_uri=tracking_uri)  # evaluated before that
             cfg = RunConfig.from_dict(payload["config"])
             test = load_dataset(cfg.data.name, "test", cfg.profile, cfg.data.data_dir, cfg.data.options)

@@ -67,6 +67,11 @@ def test_tables_1_and_3_smoke(workdir, number, datasets, metrics):
     assert set(df.model) == set(tables()[number].models)
     for model, g in df.groupby("model"):
         assert metrics <= set(g.metric), model
+    # diagnostics from the logged evaluation: a row per encoder run, none for a generator (MoCoGAN)
+    assert main(["diagnose", "--table", str(number), "--results", str(out)]) == 0
+    diag = json.loads((out / f"table{number}_diagnostics.json").read_text())
+    assert {r["model"] for r in diag["runs"]} == set(df.model) - {"mocogan"}
+    assert all(r["recon_mse"] > 0 for r in diag["runs"])
 
 
 def test_table_budget_overrides_every_run(workdir, monkeypatch):
