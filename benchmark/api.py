@@ -168,7 +168,6 @@ def bench(cfg: RunConfig, steps: int = 6, warmup: int = 2, dataset=None, roof: d
     """Training throughput (sequences/s at the configured batch), FLOP/s and its fraction of the device's
     GEMM roofline (`roof`, measured now when not given), peak RSS, parameters; `profile_ops` > 0 adds the
     step's top operators. `dataset`: the test split already loaded (a suite benches several models on one load)."""
-    from torch.utils.flop_counter import FlopCounterMode
     if dataset is None:
         dataset = load_dataset(cfg.data.name, "test", cfg.profile, cfg.data.data_dir, cfg.data.options)
     seed_everything(cfg.seed)
@@ -179,7 +178,7 @@ def bench(cfg: RunConfig, steps: int = 6, warmup: int = 2, dataset=None, roof: d
     batch = next(trainer.batches.epoch(0))
     for _ in range(warmup):
         trainer.step_fn(batch)
-    with FlopCounterMode(display=False) as fc:
+    with roofline.flop_counter() as fc:
         trainer._step(batch)
     t0 = time.perf_counter()
     for _ in range(steps):
@@ -212,7 +211,6 @@ def bench_eval(cfg: RunConfig, dataset=None, roof: dict | None = None, passes: i
     Speed does not depend on what the weights are, so the model and the judge (the judge's architecture at
     the profile's settings) are untrained here: nothing is trained or read from a cache.
     `max_sequences`: None = the profile's cap, 0 = the whole split."""
-    from torch.utils.flop_counter import FlopCounterMode
     from benchmark.judges import judge_config
     from benchmark.profiles import get_profile
     from metrics.protocols import PROTOCOLS
@@ -232,7 +230,7 @@ def bench_eval(cfg: RunConfig, dataset=None, roof: dict | None = None, passes: i
         max_sequences = get_profile(cfg.profile).eval.get("max_sequences")
     # the protocol's network passes (what the FLOP count covers); the probes' CPU fitting is timed by `eval`
     run = lambda: protocol_metrics(model, judge, dataset, passes, 0, max_sequences, probes=False)  # noqa: E731
-    with FlopCounterMode(display=False) as fc:
+    with roofline.flop_counter() as fc:
         out = run()
     t0 = time.perf_counter()
     run()

@@ -3,6 +3,7 @@ precision (the roofline a speed is a fraction of, comparable across machines) an
 (where a step's time goes). `bench` reports both."""
 from __future__ import annotations
 
+import math
 import time
 
 import torch
@@ -48,6 +49,49 @@ def roofline(device: str | torch.device = "cpu") -> dict[str, float | None]:
     device = torch.device(device)
     return {"fp32": gemm_gflops(torch.float32, device),
             "bf16": gemm_gflops(torch.bfloat16, device) if has_bf16_units(device) else None}
+
+
+def _tokens(input_shape) -> int:
+    """Time steps × batch of an RNN input: (B, T, F), (T, B, F), or packed (sum of batch sizes, F)."""
+    return math.prod(input_shape[:-1])
+
+
+def _rnn_gemm_flops(input_shape, weight_shapes) -> int:
+    """2 FLOP per multiply-add of each weight matrix (w_ih, w_hh; biases and gates' pointwise math left out,
+    as for Linear) at every time step of every sequence."""
+    return 2 * _tokens(input_shape) * sum(math.prod(w) for w in weight_shapes if w is not None and len(w) == 2)
+
+
+# torch's FlopCounterMode has no formula for the fused RNN kernels, so an LSTM counted as 0 FLOP and every model
+# with one (all of ours: q(z_t), the prior, DSVAE's BiLSTM) was under-counted: speech's step by most of its work.
+# Forward: the input and recurrent GEMMs per step; backward: twice that (the gradients of the inputs and of the
+# weights) — the same totals as the unfused path's mm/addmm, which the counter does see (a test compares them).
+def _mkldnn_rnn(input, weight0, weight1, *args, out_shape=None, **kwargs) -> int:
+    return _rnn_gemm_flops(input, (weight0, weight1))
+
+
+def _mkldnn_rnn_backward(input, weight1, weight2, *args, out_shape=None, **kwargs) -> int:
+    return 2 * _rnn_gemm_flops(input, (weight1, weight2))
+
+
+def _cudnn_rnn(input, weight, *args, out_shape=None, **kwargs) -> int:
+    return _rnn_gemm_flops(input, weight)
+
+
+def _cudnn_rnn_backward(input, weight, *args, out_shape=None, **kwargs) -> int:
+    return 2 * _rnn_gemm_flops(input, weight)
+
+
+RNN_FLOP_FORMULAS = {torch.ops.aten.mkldnn_rnn_layer: _mkldnn_rnn,
+                     torch.ops.aten.mkldnn_rnn_layer_backward: _mkldnn_rnn_backward,
+                     torch.ops.aten._cudnn_rnn: _cudnn_rnn,
+                     torch.ops.aten._cudnn_rnn_backward: _cudnn_rnn_backward}
+
+
+def flop_counter():
+    """torch's FlopCounterMode with the fused RNN kernels counted (what `bench` divides by time)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    return FlopCounterMode(display=False, custom_mapping=RNN_FLOP_FORMULAS)
 
 
 def top_ops(fn, device: str | torch.device = "cpu", n: int = 15) -> list[dict]:

@@ -37,3 +37,23 @@ def test_gemm_probe_counts_2n3_flops(monkeypatch):
     ticks = iter(range(100))
     monkeypatch.setattr(roofline.time, "perf_counter", lambda: float(next(ticks)))
     assert roofline.gemm_gflops(torch.float32, "cpu", n=64, reps=3) == 2 * 64 ** 3 / 1e9
+
+
+def test_flop_counter_counts_fused_lstm_as_its_gemms():
+    """Known answer: an LSTM(I, H) over (B, T) is 2·B·T·4H·(I+H) FLOP forward and twice that backward, on the
+    fused oneDNN kernel as on the unfused path (whose mm/addmm torch's counter sees by itself)."""
+    from benchmark import roofline
+    B, T, I, H = 4, 7, 12, 16
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(I, H, batch_first=True, bidirectional=True)
+    x = torch.randn(B, T, I, requires_grad=True)
+
+    def count(fused: bool) -> int:
+        with torch.backends.mkldnn.flags(enabled=fused), roofline.flop_counter() as fc:
+            lstm(x)[0].sum().backward()
+        return fc.get_total_flops()
+
+    per_direction = 2 * B * T * 4 * H * (I + H)
+    assert count(True) == 3 * 2 * per_direction
+    # the unfused backward skips the gradient into h_0 (no grad wanted): one recurrent GEMM fewer per direction
+    assert count(False) == 3 * 2 * per_direction - 2 * 2 * B * 4 * H * H
