@@ -210,3 +210,45 @@ def test_diagnostics_markdown_one_table_per_dataset():
     assert "| s3vae | 1.5 ± 0.71 | 10 ± 0 |" in md, "mean ± sample std over the seeds"
     assert "| model | recon_mse | recon_acc_action |" in md
     assert "28.15 %" in md
+
+
+def test_gaussian_blur_known_answers():
+    """σ = 0 is the identity; a point's blur is the normalised separable Gaussian (torchvision's, away from the
+    edges); each sequence gets its own σ; mass is kept where the frame's border is empty."""
+    from torchvision.transforms.functional import gaussian_blur as tv_blur
+    from benchmark.judges import gaussian_blur
+    g = torch.Generator().manual_seed(0)
+    x = torch.zeros(3, 2, 1, 21, 21)
+    x[:, :, :, 6:15, 6:15] = torch.rand(3, 2, 1, 9, 9, generator=g)
+    sig = torch.tensor([0.0, 0.8, 1.3])
+    y = gaussian_blur(x, sig)
+    assert torch.equal(y[0], x[0])
+    for i in (1, 2):  # each sequence's own σ, on the kernel width the batch's largest σ sets (2·⌈3·1.3⌉ + 1 = 9)
+        ref = tv_blur(x[i].flatten(0, 1), [9, 9], [float(sig[i])] * 2).view_as(x[i])
+        assert torch.allclose(y[i], ref, atol=1e-6)
+        assert torch.allclose(y[i].sum((-1, -2)), x[i].sum((-1, -2)), rtol=1e-5)
+    point = torch.zeros(2, 1, 1, 21, 21)
+    point[..., 10, 10] = 1.0
+    p = gaussian_blur(point, torch.tensor([0.8, 1.3]))
+    d2 = (torch.arange(21.0) - 10) ** 2
+    var = (p[:, 0, 0].sum(-1) * d2).sum(-1)  # the blurred point's variance along one axis: σ² (the tails are cut)
+    assert torch.allclose(var, torch.tensor([0.8 ** 2, 1.3 ** 2]), rtol=0.02)
+
+
+def test_blurred_training_set_and_its_judge_fingerprint():
+    """The judge trains on blurred reads of its data (seeded), only where the profile asks; the setting is in
+    the cache key only when set, so judges trained without blur keep theirs."""
+    from benchmark.data import load_dataset
+    from benchmark.judges import BlurredTraining, _fingerprint, judge_config, judge_settings
+    train = load_dataset("smmnist", "train", "smoke")
+    cfg, settings = judge_config("smoke", "smmnist"), judge_settings("smoke", "smmnist")
+    assert "blur_sigma_max" not in settings
+    fp = _fingerprint(train, cfg, settings)
+    assert _fingerprint(train, cfg, {**settings, "blur_sigma_max": 0}) == fp
+    assert _fingerprint(train, cfg, {**settings, "blur_sigma_max": 1.5}) != fp
+    a, b = BlurredTraining(train, 1.5, seed=0), BlurredTraining(train, 1.5, seed=0)
+    idx = torch.arange(4)
+    xa, xb, sharp = a.batch(idx)["x"], b.batch(idx)["x"], train.batch(idx)["x"]
+    assert torch.equal(xa, xb) and not torch.equal(xa, sharp) and xa.shape == sharp.shape
+    assert not torch.equal(a.batch(idx)["x"], xa), "a new σ on every read"
+    assert torch.equal(a.batch(idx)["static"], train.batch(idx)["static"]) and len(a) == len(train)
