@@ -94,10 +94,20 @@ def cmd_bench(args):
 
 
 def cmd_judge(args):
-    from benchmark.judges import get_judge
-    _, report = get_judge(args.dataset, get_profile_name(args.profile), args.data_dir, force=args.force,
-                          tracking_uri=args.tracking_uri, device=args.device or "auto")
+    from benchmark.data import load_dataset
+    from benchmark.judges import blur_robustness, get_judge
+    judge, report = get_judge(args.dataset, get_profile_name(args.profile), args.data_dir, force=args.force,
+                              tracking_uri=args.tracking_uri, device=args.device or "auto")
     print(json.dumps(report, indent=2))
+    if args.blur:
+        sigmas = [0.0] + [float(s) for s in args.blur.split(",")]
+        test = load_dataset(args.dataset, "test", get_profile_name(args.profile), args.data_dir)
+        acc = blur_robustness(judge.cpu(), test, sigmas)
+        heads = list(acc[0.0])
+        print(f"\n{args.dataset} judge {report['fingerprint']} on real test frames blurred by σ px:\n")
+        print("| σ (px) | " + " | ".join(heads) + " |\n|---|" + "---|" * len(heads))
+        for s, a in acc.items():
+            print(f"| {s:g} | " + " | ".join(f"{a[h]:.1f}" for h in heads) + " |")
 
 
 def cmd_eval(args):
@@ -248,6 +258,8 @@ def main(argv=None):
     p = sub.add_parser("judge", help="train (or load from cache) the judge classifier of a dataset")
     _common(p, model=False)
     p.add_argument("--force", action="store_true", help="retrain even if a cached judge matches")
+    p.add_argument("--blur", default=None, metavar="SIGMAS",
+                   help="also print its test accuracy on real frames blurred by each σ (px), e.g. 0.5,1,1.5")
     p.add_argument("--device", default=None)
     p.add_argument("--tracking-uri", default=None)
     p.set_defaults(fn=cmd_judge)

@@ -84,6 +84,29 @@ def judge_accuracy(judge: Judge, dataset, batch_size: int = 256) -> dict[str, fl
     return out
 
 
+class _Blurred:
+    """A dataset's batches with every sequence blurred by the same σ (a view for `judge_accuracy`)."""
+
+    def __init__(self, data, sigma: float):
+        self.data, self.sigma, self.info = data, sigma, data.info
+
+    def __len__(self):
+        return len(self.data)
+
+    def batch(self, idx) -> dict[str, torch.Tensor]:
+        out = self.data.batch(idx)
+        out["x"] = gaussian_blur(out["x"], torch.full((len(out["x"]),), float(self.sigma)))
+        return out
+
+
+def blur_robustness(judge: Judge, dataset, sigmas) -> dict[float, dict[str, float]]:
+    """{σ: per-head accuracy (%)} of the judge on `dataset`'s real frames blurred by σ px: how much of what it
+    reads is stroke sharpness (a generative model's reconstructions are blurred) rather than content."""
+    if dataset.info.kind != "video":
+        raise ValueError(f"judge --blur: {dataset.info.name} is {dataset.info.kind}, blur applies to video frames")
+    return {float(s): judge_accuracy(judge, _Blurred(dataset, s) if s > 0 else dataset) for s in sigmas}
+
+
 def judge_train_set(train, settings: dict, data: dict, data_dir: str | None):
     """What the judge trains on. By default the train split itself. Static-only datasets may set
     `train_frames` (the train split cut into windows of that many frames: static labels hold in every

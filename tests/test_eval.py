@@ -252,3 +252,25 @@ def test_blurred_training_set_and_its_judge_fingerprint():
     assert torch.equal(xa, xb) and not torch.equal(xa, sharp) and xa.shape == sharp.shape
     assert not torch.equal(a.batch(idx)["x"], xa), "a new σ on every read"
     assert torch.equal(a.batch(idx)["static"], train.batch(idx)["static"]) and len(a) == len(train)
+
+
+def test_judge_trains_on_blurred_reads_where_the_profile_asks(workdir, monkeypatch, capsys):
+    """The profile's blur_sigma_max reaches the judge's training (every batch blurred, the setting logged), and
+    `judge --blur` prints its accuracy per σ (σ = 0: its test accuracy)."""
+    import benchmark.judges as J
+    from benchmark.profiles import PROFILES
+    monkeypatch.setitem(PROFILES["smoke"].judge["per_dataset"], "smmnist",
+                        {**PROFILES["smoke"].judge["per_dataset"]["smmnist"], "blur_sigma_max": 1.0})
+    reads = []
+    batch = J.BlurredTraining.batch
+    monkeypatch.setattr(J.BlurredTraining, "batch", lambda self, idx: reads.append(len(idx)) or batch(self, idx))
+    assert main(["judge", "--dataset", "smmnist", "--profile", "smoke", "--force", "--blur", "0.5,1.5"]) == 0
+    assert reads, "the judge trained on blurred reads"
+    out = capsys.readouterr().out
+    report = json.loads(out[:out.index("\n}\n") + 2])
+    run = mlflow.MlflowClient(resolve_uri()).get_run(report["run_id"])
+    assert run.data.params["judge.blur_sigma_max"] == "1.0"
+    rows = [line for line in out.splitlines() if line.startswith("| 0 |") or line.startswith("| 1.5 |")]
+    assert len(rows) == 2 and f"{report['test_accuracy']['digit1']:.1f}" in rows[0]
+    with pytest.raises(ValueError, match="speech is audio"):
+        J.blur_robustness(None, type("D", (), {"info": type("I", (), {"kind": "audio", "name": "speech"})})(), [1])
