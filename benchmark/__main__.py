@@ -11,6 +11,17 @@ def table_id(s: str):
     return int(s) if s.isdigit() else s
 
 
+def _sigmas(text: str) -> list[float]:
+    """`--blur 0.5,1,1.5` -> [0.5, 1.0, 1.5]; a clear error for anything but σ ≥ 0 in pixels."""
+    try:
+        sigmas = [float(s) for s in text.split(",")]
+    except ValueError:
+        sigmas = []
+    if not sigmas or not all(0 <= s < float("inf") for s in sigmas):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated blur σ in pixels ≥ 0, e.g. 0.5,1,1.5")
+    return sigmas
+
+
 def _common(p, model=True):
     if model:
         p.add_argument("--model", default="s3vae", help="registered model (see `list`)")
@@ -100,9 +111,8 @@ def cmd_judge(args):
                               tracking_uri=args.tracking_uri, device=args.device or "auto")
     print(json.dumps(report, indent=2))
     if args.blur:
-        sigmas = [0.0] + [float(s) for s in args.blur.split(",")]
         test = load_dataset(args.dataset, "test", get_profile_name(args.profile), args.data_dir)
-        acc = blur_robustness(judge.cpu(), test, sigmas)
+        acc = blur_robustness(judge, test, [0.0] + args.blur)
         heads = list(acc[0.0])
         print(f"\n{args.dataset} judge {report['fingerprint']} on real test frames blurred by σ px:\n")
         print("| σ (px) | " + " | ".join(heads) + " |\n|---|" + "---|" * len(heads))
@@ -258,7 +268,7 @@ def main(argv=None):
     p = sub.add_parser("judge", help="train (or load from cache) the judge classifier of a dataset")
     _common(p, model=False)
     p.add_argument("--force", action="store_true", help="retrain even if a cached judge matches")
-    p.add_argument("--blur", default=None, metavar="SIGMAS",
+    p.add_argument("--blur", type=_sigmas, default=None, metavar="SIGMAS",
                    help="also print its test accuracy on real frames blurred by each σ (px), e.g. 0.5,1,1.5")
     p.add_argument("--device", default=None)
     p.add_argument("--tracking-uri", default=None)

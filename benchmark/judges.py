@@ -65,14 +65,15 @@ def judge_config(profile: str, dataset: str) -> RunConfig:
 
 
 @torch.no_grad()
-def judge_accuracy(judge: Judge, dataset, batch_size: int = 256) -> dict[str, float]:
-    """Per-head test accuracy (%), plus all static heads right at once (`static_all`)."""
+def judge_accuracy(judge: Judge, dataset, batch_size: int = 256, transform=None) -> dict[str, float]:
+    """Per-head test accuracy (%), plus all static heads right at once (`static_all`); `transform(x)`: what the
+    judge reads instead of each batch's frames x (None: the frames)."""
     judge.eval()
     dev = next(judge.parameters()).device
     probs, tgts = {f: [] for f in judge.families}, {f: [] for f in judge.families}
     for i in range(0, len(dataset), batch_size):
         b = {k: v.to(dev) for k, v in dataset.batch(torch.arange(i, min(i + batch_size, len(dataset)))).items()}
-        for f, p in judge.probs(b["x"]).items():
+        for f, p in judge.probs(b["x"] if transform is None else transform(b["x"])).items():
             probs[f].append(p.cpu())
             tgts[f].append(judge.targets(b, f).cpu())
     probs = {f: torch.cat(v) for f, v in probs.items()}
@@ -84,27 +85,14 @@ def judge_accuracy(judge: Judge, dataset, batch_size: int = 256) -> dict[str, fl
     return out
 
 
-class _Blurred:
-    """A dataset's batches with every sequence blurred by the same σ (a view for `judge_accuracy`)."""
-
-    def __init__(self, data, sigma: float):
-        self.data, self.sigma, self.info = data, sigma, data.info
-
-    def __len__(self):
-        return len(self.data)
-
-    def batch(self, idx) -> dict[str, torch.Tensor]:
-        out = self.data.batch(idx)
-        out["x"] = gaussian_blur(out["x"], torch.full((len(out["x"]),), float(self.sigma)))
-        return out
-
-
 def blur_robustness(judge: Judge, dataset, sigmas) -> dict[float, dict[str, float]]:
     """{σ: per-head accuracy (%)} of the judge on `dataset`'s real frames blurred by σ px: how much of what it
     reads is stroke sharpness (a generative model's reconstructions are blurred) rather than content."""
     if dataset.info.kind != "video":
         raise ValueError(f"judge --blur: {dataset.info.name} is {dataset.info.kind}, blur applies to video frames")
-    return {float(s): judge_accuracy(judge, _Blurred(dataset, s) if s > 0 else dataset) for s in sigmas}
+    return {float(s): judge_accuracy(judge, dataset, transform=None if s == 0 else
+                                     lambda x, s=s: gaussian_blur(x, torch.full((len(x),), float(s))))
+            for s in sigmas}
 
 
 def judge_train_set(train, settings: dict, data: dict, data_dir: str | None):
@@ -207,6 +195,9 @@ def get_judge(dataset_name: str, profile: str = "cpu", data_dir: str | None = No
         return judge.eval(), payload["report"]
     fit_on = judge_train_set(train, settings, get_profile(profile).data_settings(dataset_name, options), data_dir)
     if settings.get("blur_sigma_max"):
+        if not 0 < float(settings["blur_sigma_max"]) < float("inf"):
+            raise ValueError(f"judge settings for {dataset_name}: blur_sigma_max={settings['blur_sigma_max']!r}, "
+                             f"expected a finite σ > 0 in pixels (or leave it out: no blur)")
         if train.info.kind != "video":
             raise ValueError(f"judge settings for {dataset_name}: blur_sigma_max blurs video frames, but "
                              f"{dataset_name} is {train.info.kind}")

@@ -272,5 +272,12 @@ def test_judge_trains_on_blurred_reads_where_the_profile_asks(workdir, monkeypat
     assert run.data.params["judge.blur_sigma_max"] == "1.0"
     rows = [line for line in out.splitlines() if line.startswith("| 0 |") or line.startswith("| 1.5 |")]
     assert len(rows) == 2 and f"{report['test_accuracy']['digit1']:.1f}" in rows[0]
+    with pytest.raises(SystemExit):
+        main(["judge", "--dataset", "smmnist", "--profile", "smoke", "--blur", "1,soft"])
+    assert "expected comma-separated blur σ in pixels" in capsys.readouterr().err
+    monkeypatch.setitem(PROFILES["smoke"].judge["per_dataset"], "smmnist",
+                        {**PROFILES["smoke"].judge["per_dataset"]["smmnist"], "blur_sigma_max": -1})
+    with pytest.raises(ValueError, match="blur_sigma_max=-1, expected a finite σ > 0"):
+        J.get_judge("smmnist", "smoke", progress=False, force=True)
     with pytest.raises(ValueError, match="speech is audio"):
         J.blur_robustness(None, type("D", (), {"info": type("I", (), {"kind": "audio", "name": "speech"})})(), [1])
