@@ -86,11 +86,17 @@ class CellQueue:
         fail_stale_trials(self.study)
 
     def claim(self) -> Cell | None:
-        """Atomically take a waiting cell (dead workers' cells are re-enqueued first); None when none waits."""
+        """Atomically take a waiting cell (dead workers' cells are re-enqueued first); None when none waits.
+        A cell that was started before (interrupted, failed, or its worker died) is taken before the fresh ones:
+        it resumes from its checkpoint, so a table goes on where it stopped rather than leaving a half-trained
+        cell for last."""
         from optuna.exceptions import UpdateFinishedTrialError
         from optuna.trial import TrialState
         self.claim_stale()
-        for t in self._trials((TrialState.WAITING,)):
+        trials = self._trials()
+        started = {t.user_attrs.get("cell") for t in trials if t.state != TrialState.WAITING}
+        waiting = [t for t in trials if t.state == TrialState.WAITING]
+        for t in sorted(waiting, key=lambda t: (t.user_attrs.get("cell") not in started, t.number)):
             try:
                 won = self.storage.set_trial_state_values(t._trial_id, TrialState.RUNNING)  # False: another won
             except UpdateFinishedTrialError:  # another process claimed and finished it since we listed it

@@ -151,3 +151,22 @@ def test_workers_on_postgresql_and_an_mlflow_server_survive_a_kill(workdir, post
         assert (workdir / "results" / "table3.md").is_file()
     finally:
         _stop(server)
+
+
+def test_an_interrupted_cell_is_claimed_before_the_fresh_ones(tmp_path):
+    """The next sitting goes on where the last one stopped: the cell it was interrupted in (re-queued, with a
+    checkpoint to resume) comes before cells that never started, though it was enqueued after them."""
+    from benchmark.cells import Cell, CellQueue
+    cells = [Cell("faces", "s3vae", seed, f"fp{seed}") for seed in range(3)]
+    url = f"sqlite:///{tmp_path / 'queue.db'}"
+    first = CellQueue(url, "t", cells, tracking_uri=f"sqlite:///{tmp_path / 'mlruns.db'}")
+    assert first.claim() == cells[0]
+    first.release(ok=True)
+    assert first.claim() == cells[1]
+    first.release(ok=False, requeue=True)  # interrupted (SIGTERM): back in the queue, behind cell 2
+    again = CellQueue(url, "t", cells, tracking_uri=f"sqlite:///{tmp_path / 'mlruns.db'}")
+    assert again.claim() == cells[1], "the interrupted cell first"
+    again.release(ok=True)
+    assert again.claim() == cells[2]
+    again.release(ok=True)
+    assert again.claim() is None and again.finished()
