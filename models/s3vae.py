@@ -17,6 +17,9 @@ from models.base import (GaussianHead, Latents, LSTMPrior, SequentialModel, fram
 
 class S3VAE(SequentialModel):
     capabilities = frozenset({"encode", "swap", "sample"})
+    # x and SCC's positive share one LSTM_f call while SCC trains; False: the plain path (two calls), the
+    # reference the tests compare the step against
+    shared_scc_pass = True
 
     def __init__(self, info, model_cfg, loss_cfg):
         super().__init__()
@@ -68,8 +71,9 @@ class S3VAE(SequentialModel):
         g, _ = self.lstm_t(h)
         return self.zt_head(g)
 
-    def _posteriors(self, feats, sample=True):
-        h, zf_mean, zf_logvar = self._static(feats)
+    def _posteriors(self, feats, sample=True, static=None):
+        """The posterior of a batch; `static`: its `_static(feats)` when already computed."""
+        h, zf_mean, zf_logvar = self._static(feats) if static is None else static
         zf = reparameterize(zf_mean, zf_logvar, sample)
         zt_mean, zt_logvar = self._dynamic(feats, h, zf)
         return Latents(zf_mean, zf_logvar, zf, zt_mean, zt_logvar, reparameterize(zt_mean, zt_logvar, sample))
@@ -105,7 +109,16 @@ class S3VAE(SequentialModel):
         """(terms, frame features, posterior) of a batch: subclasses adding terms reuse x's features and posterior."""
         x, lc, w = batch["x"], self.loss_cfg, self.weights
         feats = self._features(x)
-        post = self._posteriors(feats)
+        scc_trains = torch.is_grad_enabled() and w["scc"] > 0
+        if scc_trains and self.shared_scc_pass:
+            # SCC's positive (x's frames shuffled in time) goes through LSTM_f in the same call as x: one LSTM of
+            # batch 2B instead of two of B (the speech S3VAE's step is LSTM-bound; see _scc)
+            b = feats.shape[0]
+            both = self._static(torch.cat([feats, augment.shuffle_frames(feats)]))
+            post = self._posteriors(feats, static=tuple(part[:b] for part in both))
+            zf_pos = both[1][b:]
+        else:
+            post, zf_pos = self._posteriors(feats), None
         logits = self._decode_logits(post.zf, post.zt)
         prior_mean, prior_logvar = self.prior(post.zt)
         terms = {
@@ -115,8 +128,8 @@ class S3VAE(SequentialModel):
         }
         # A zero-weight term stays out of the graph, but SCC distance and MI are cheap
         # disentanglement diagnostics, so ablations still log them (no grad).
-        with torch.set_grad_enabled(torch.is_grad_enabled() and w["scc"] > 0):
-            terms["scc"] = self._scc(feats, post.zf_mean)
+        with torch.set_grad_enabled(scc_trains):
+            terms["scc"] = self._scc(feats, post.zf_mean, zf_pos)
         ratio = hasattr(self, "mi_net")
         with torch.set_grad_enabled(torch.is_grad_enabled() and w["mi"] > 0 and not ratio):
             terms["mws_mi" if ratio else "mi"] = losses.mws_mutual_information(
@@ -136,12 +149,13 @@ class S3VAE(SequentialModel):
             terms["sv"] = self._supervised(post, batch)
         return terms, feats, post
 
-    def _scc(self, feats, zf_anchor):
+    def _scc(self, feats, zf_anchor, zf_pos=None):
         """Triplet on z_f: positive = same sequence with frames shuffled in time, negative = another
         sequence of the batch. The per-frame encoder commutes with shuffling, so the positive reuses
-        the frame features and only re-runs LSTM_f."""
+        the frame features and only re-runs LSTM_f (`zf_pos`: its mean, when already computed)."""
         b = feats.shape[0]
-        zf_pos = self._static(augment.shuffle_frames(feats))[1]
+        if zf_pos is None:
+            zf_pos = self._static(augment.shuffle_frames(feats))[1]
         shift = int(torch.randint(1, b, ())) if b > 1 else 0  # a different sequence for every anchor
         zf_neg = zf_anchor.roll(shift, 0)
         return losses.triplet(zf_anchor, zf_pos, zf_neg, self.loss_cfg.scc_margin)

@@ -1,5 +1,6 @@
 """The speed-ups compute the same numbers as the plain layers they replace (fp32, within rounding):
-the decoder's first layer as a GEMM, BatchNorm folded into convs at evaluation, the training step."""
+the decoder's first layer as a GEMM, BatchNorm folded into convs at evaluation, the training step (with
+S3VAE's shared LSTM_f pass for SCC)."""
 import pytest
 import torch
 
@@ -35,11 +36,17 @@ def test_frame_networks_equal_their_plain_layers(size, channels_last):
     assert not torch.allclose(dec.train()(z), dec.eval()(z), atol=1e-3), "BN folding is tested on real statistics"
 
 
-@pytest.mark.parametrize("model", ["s3vae", "dsvae"])
-def test_training_step_loss_and_gradients_equal_the_plain_path(model, monkeypatch):
-    """The step with the fast decoder/encoder equals the step through plain nn.Sequential layers."""
-    ds = load_dataset("sprites", "test", "smoke")
-    cfg = resolve_config(model, "sprites", "smoke")
+@pytest.mark.parametrize("model,dataset", [("s3vae", "sprites"), ("dsvae", "sprites"), ("s3vae", "speech")])
+def test_training_step_loss_and_gradients_equal_the_plain_path(model, dataset, monkeypatch):
+    """The step with the fast decoder/encoder and S3VAE's shared LSTM_f pass for SCC's positive equals the step
+    through plain nn.Sequential layers and two LSTM_f calls. The two paths draw the shuffle and the posterior
+    noise in a different order, so both are made deterministic here (time reversed; a fixed 0.5 σ offset)."""
+    import models.s3vae
+    monkeypatch.setattr(models.s3vae.augment, "shuffle_frames", lambda x: x.flip(1))
+    monkeypatch.setattr(models.s3vae, "reparameterize",
+                        lambda mean, logvar, sample=True: mean + 0.5 * torch.exp(0.5 * logvar) if sample else mean)
+    ds = load_dataset(dataset, "test", "smoke")
+    cfg = resolve_config(model, dataset, "smoke")
     batch = ds.batch(torch.arange(8))
 
     def step():
@@ -54,6 +61,7 @@ def test_training_step_loss_and_gradients_equal_the_plain_path(model, monkeypatc
     fast_total, fast_grads = step()
     monkeypatch.setattr(ConvFrameDecoder, "forward", lambda self, z: self.net(z[:, :, None, None]))
     monkeypatch.setattr(ConvFrameEncoder, "forward", lambda self, x: self.net(x).flatten(1))
+    monkeypatch.setattr(models.s3vae.S3VAE, "shared_scc_pass", False)
     plain_total, plain_grads = step()
     torch.testing.assert_close(fast_total, plain_total, rtol=1e-5, atol=1e-4)
     assert fast_grads.keys() == plain_grads.keys()
