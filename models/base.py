@@ -182,19 +182,25 @@ class ConvFrameDecoder(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, z):
-        """Logits of the frames (apply sigmoid for images). The first layer, a 4×4 transposed conv of a
-        1×1 input, is computed as the matmul it is ([N, I] @ [I, 4·4·O]: one GEMM instead of a slow
-        transposed-conv kernel), written straight into channels-last strides."""
-        first, rest = self.net[0], list(self.net)[1:]
-        w, b = first.weight, first.bias  # [I, O, k, k]
-        if not self.training and _foldable(rest[0]):
-            w, b = fold_batchnorm(w, b, rest[0], 1)
-            rest = rest[1:]
-        i, o, k, _ = w.shape
-        h = z @ w.permute(0, 2, 3, 1).reshape(i, k * k * o)
-        if b is not None:
-            h = h + b.repeat(k * k)
-        return conv_stack(rest, h.view(-1, k, k, o).permute(0, 3, 1, 2), self.training)
+        """Logits of the frames (apply sigmoid for images)."""
+        return latent_conv_stack(self.net, z, self.training)
+
+
+def latent_conv_stack(net, z, training: bool):
+    """`net` (a transposed conv of a 1×1 input, then conv / BatchNorm / activation layers) applied to latents
+    z [N, I]. The first layer, a k×k transposed conv of a 1×1 input, is computed as the matmul it is
+    ([N, I] @ [I, k·k·O]: one GEMM instead of a slow transposed-conv kernel), written straight into
+    channels-last strides; in eval the BatchNorms are folded into the convs before them (`conv_stack`)."""
+    first, rest = net[0], list(net)[1:]
+    w, b = first.weight, first.bias  # [I, O, k, k]
+    if not training and _foldable(rest[0]):
+        w, b = fold_batchnorm(w, b, rest[0], 1)
+        rest = rest[1:]
+    i, o, k, _ = w.shape
+    h = z @ w.permute(0, 2, 3, 1).reshape(i, k * k * o)
+    if b is not None:
+        h = h + b.repeat(k * k)
+    return conv_stack(rest, h.view(-1, k, k, o).permute(0, 3, 1, 2), training)
 
 
 class MLPFrameEncoder(nn.Module):

@@ -36,6 +36,18 @@ def test_frame_networks_equal_their_plain_layers(size, channels_last):
     assert not torch.allclose(dec.train()(z), dec.eval()(z), atol=1e-3), "BN folding is tested on real statistics"
 
 
+def test_mocogan_generator_with_folded_batchnorm_equals_its_plain_layers():
+    from models.mocogan import ImageGenerator
+    torch.manual_seed(0)
+    gen = ImageGenerator(24, 3, 32, 0.25)
+    _random_bn_stats(gen)
+    z = torch.randn(6, 24)
+    for training in (False, True):
+        gen.train(training)
+        torch.testing.assert_close(gen(z), gen.net(z[:, :, None, None]), rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(gen.train()(z), gen.eval()(z), atol=1e-3), "BN folding is tested on real statistics"
+
+
 @pytest.mark.parametrize("model,dataset", [("s3vae", "sprites"), ("dsvae", "sprites"), ("s3vae", "speech")])
 def test_training_step_loss_and_gradients_equal_the_plain_path(model, dataset, monkeypatch):
     """The step with the fast decoder/encoder and S3VAE's shared LSTM_f pass for SCC's positive equals the step
