@@ -1,6 +1,6 @@
 """Where does the judge misread smmnist reconstructions? Its accuracy on real test sequences and on their
-posterior-mean reconstructions, binned by how much the two digits' 32-pixel boxes overlap (mean over frames, on the
-64-pixel canvas), and the misread digits by true class.
+posterior-mean reconstructions, binned by how much the two digits' boxes overlap (mean over frames, on the canvas they are
+rendered on; box side benchmark.data.smmnist.DIGIT), and the misread digits by true class.
 
     python results/diagnostics/smmnist_overlap.py RUN_ID [OUT.md]   (from the repository root; env MLFLOW_TRACKING_URI)"""
 import os, sys, time, torch, numpy as np
@@ -8,18 +8,21 @@ from benchmark.tracking import git_info
 from benchmark.api import load_checkpoint
 from benchmark.config import RunConfig
 from benchmark.data import load_dataset
+from benchmark.data.smmnist import DIGIT
 from benchmark.zoo import build_model
 from benchmark.judges import get_judge
 run = sys.argv[1]
 payload, _ = load_checkpoint(run, None, os.environ.get("MLFLOW_TRACKING_URI"))
 cfg = RunConfig.from_dict(payload["config"])
-test = load_dataset("smmnist", "test", cfg.profile, None, cfg.data.options)
+if cfg.data.name != "smmnist":
+    sys.exit(f"error: run {run} trained on {cfg.data.name!r}; this diagnostic reads smmnist runs only")
+test = load_dataset("smmnist", "test", cfg.profile, cfg.data.data_dir, cfg.data.options)
 model = build_model(cfg, test.info); model.load_state_dict(payload["model"]); model.eval()
-judge, _ = get_judge("smmnist", cfg.profile, None, options=cfg.data.options, tracking_uri=os.environ.get("MLFLOW_TRACKING_URI"), progress=False, device="cpu")
+judge, _ = get_judge("smmnist", cfg.profile, cfg.data.data_dir, options=cfg.data.options, tracking_uri=os.environ.get("MLFLOW_TRACKING_URI"), progress=False, device="cpu")
 t = test.tensors
-pos = t["positions"].float()  # [N, T, 2 slots, 2 (y, x)] top-left on the 64 canvas, digit 32
+pos = t["positions"].float()  # [N, T, 2 slots, 2 (y, x)]: top-left corners on the 64-pixel canvas (CANVAS)
 d = (pos[:, :, 0] - pos[:, :, 1]).abs()  # [N, T, 2]
-inter = (32 - d).clamp(min=0).prod(-1) / 32 ** 2  # overlap fraction of a digit's box per frame
+inter = (DIGIT - d).clamp(min=0).prod(-1) / DIGIT ** 2  # overlap fraction of a digit's DIGIT-pixel box per frame
 ov = inter.mean(1).numpy()
 hits = {"real": [], "recon": []}
 with torch.inference_mode():
