@@ -130,7 +130,12 @@ def cmd_eval(args):
 
 
 def cmd_run(args):
-    from benchmark.tables import run_table
+    from benchmark.tables import format_plan, plan_table, run_table
+    if args.plan:
+        plan = plan_table(args.table, get_profile_name(args.profile), args.seeds, args.datasets, args.models,
+                          args.tracking_uri, args.data_dir, args.data_option, args.precision)
+        print(format_plan(plan, args.table))
+        return
     if args.workers < 1:
         raise ValueError(f"--workers {args.workers}: expected 1 or more processes")
     res = run_table(args.table, get_profile_name(args.profile), args.seeds, args.datasets, args.models, args.out,
@@ -298,6 +303,9 @@ def main(argv=None):
                    help="every run's (default auto: bf16 where the CPU/GPU has bf16 units); part of each cell's "
                         "fingerprint, so a table whose sittings run on different CPUs pins one (fp32)")
     p.add_argument("--out", default="results", help="where the table files go (real data: a folder of its own)")
+    p.add_argument("--plan", action="store_true",
+                   help="train nothing: print each cell's state in the store (done / evaluate / started / train) and "
+                        "the training hours left at the store's measured paces, for the same options")
     p.add_argument("--data-dir", action="append", metavar="DATASET=PATH",
                    help="that dataset's real files, e.g. sprites=/data/sprites (repeatable; default: embedded data)")
     p.add_argument("--data-option", action="append", metavar="DATASET.KEY=VALUE",

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmark import tracking
-from benchmark.api import evaluate, resume_point, run_fingerprint, train
+from benchmark.api import evaluate, logged_params, resume_point, run_fingerprint, train
 from benchmark.config import parse_overrides, resolve_config
 from benchmark.data import load_dataset
 from benchmark.profiles import get_profile
@@ -96,11 +96,20 @@ def _finished_eval(runs, metric):
     return [r for r in runs if r.info.status == "FINISHED" and f"eval/{metric}" in r.data.metrics]
 
 
-def cell_fingerprint(spec, dataset, model, seed, profile) -> tuple:
-    """(config, fingerprint) of a cell's run: what makes two processes agree that a cell is the same."""
+def cell_fingerprint(spec, dataset, model, seed, profile, loaded: dict | None = None) -> tuple:
+    """(config, fingerprint) of a cell's run: what makes two processes agree that a cell is the same.
+    `loaded`: a dict that keeps each training set loaded once across the cells of one call site."""
     cfg = resolve_config(model, dataset, profile, seed, overrides=spec.overrides(profile, dataset))
-    return cfg, run_fingerprint(cfg, load_dataset(dataset, cfg.train.split, profile, cfg.data.data_dir,
-                                                  cfg.data.options).fingerprint)
+    return cfg, run_fingerprint(cfg, training_data(cfg, profile, loaded).fingerprint)
+
+
+def training_data(cfg, profile, loaded: dict | None = None):
+    """A run config's training split (from `loaded` when it holds it already)."""
+    where = (cfg.data.name, cfg.train.split, cfg.data.data_dir, json.dumps(cfg.data.options, sort_keys=True))
+    loaded = {} if loaded is None else loaded
+    if where not in loaded:
+        loaded[where] = load_dataset(cfg.data.name, cfg.train.split, profile, cfg.data.data_dir, cfg.data.options)
+    return loaded[where]
 
 
 def run_job(spec, dataset, model, seed, profile, parent_id, tracking_uri, force, passes, progress):
@@ -128,6 +137,120 @@ def run_job(spec, dataset, model, seed, profile, parent_id, tracking_uri, force,
             how = "trained"
     evaluate(run_id=run_id, tracking_uri=tracking_uri, passes=passes, seed=seed, progress=progress)
     return run_id, how
+
+
+def table_setup(number, profile, seeds, datasets=None, models=None, data_dirs=None, data_options=None,
+                precision=None) -> tuple:
+    """(spec, profile name, jobs, data params) of a table run: the spec with the real files' overrides and the
+    pinned precision that every cell resolves (`spec.overrides`)."""
+    import dataclasses
+    spec = get_table(number)
+    profile = get_profile(profile).name
+    jobs = table_jobs(spec, seeds, datasets, models)
+    data, data_params = real_data(spec, list(dict.fromkeys(d for d, _, _ in jobs)), data_dirs, data_options)
+    spec = dataclasses.replace(spec, data=data, run={"train.precision": precision} if precision else {})
+    return spec, profile, jobs, data_params
+
+
+# what a training step costs depends on (beside the model and dataset tags and the precision a run resolved):
+# runs that agree on these share a pace, whatever their seed, budget or loss weights
+PACE_KEYS = ("model.width", "model.hidden", "model.feat_dim", "model.d_zf", "model.d_zt", "data.image_size",
+             "data.frames", "data.segment", "train.batch_size", "train.compile", "train.device")
+
+
+def _last_point(client, run_id: str, key: str) -> tuple[int, float] | None:
+    """(step, value) of a metric's furthest logged step, or None."""
+    return max(((m.step, m.value) for m in client.get_metric_history(run_id, key)), default=None)
+
+
+def run_pace(client, run) -> float | None:
+    """Training seconds per step of a run (evaluation excluded): its final `sys/train_time_s`, else (unfinished)
+    its latest `val/train_time_s`, over that step."""
+    for key in ("sys/train_time_s", "val/train_time_s"):
+        point = _last_point(client, run.info.run_id, key)
+        if point and point[0] > 0:
+            return point[1] / point[0]
+    return None
+
+
+def has_checkpoint(client, run) -> bool:
+    """Whether an unfinished run has a checkpoint to go on from (`resume_point`'s places, without fetching it)."""
+    local = Path(run.data.tags.get("checkpoint_dir", "-"))
+    if any((local / n).is_file() for n in ("final.pt", "last.pt")):
+        return True
+    try:
+        names = {Path(f.path).name for f in client.list_artifacts(run.info.run_id, "checkpoints")}
+    except Exception:  # noqa: BLE001 - an unreadable artifact store: nothing to resume from here
+        return False
+    return bool(names & {"final.pt", "last.pt"})
+
+
+def plan_table(number, profile: str = "cpu", seeds: int = 3, datasets=None, models=None,
+               tracking_uri: str | None = None, data_dirs=None, data_options=None,
+               precision: str | None = None) -> pd.DataFrame:
+    """What `run --table N` with the same options would do now, without doing it: per cell, its state in the
+    store (`done`: finished and evaluated, reused; `evaluate`: finished, not evaluated; `started`: unfinished
+    with a checkpoint — interrupted, resumed by the next sitting, or running in another worker; `train`: new),
+    its step budget, and the training minutes left at the pace (median s/step) of the store's finished runs of
+    the same model, dataset, precision and `PACE_KEYS` (a started cell without them: its own pace so far). A
+    cell with no pace has no estimate (NaN); evaluation time is not included."""
+    spec, profile, jobs, _ = table_setup(number, profile, seeds, datasets, models, data_dirs, data_options,
+                                         precision)
+    uri = tracking.resolve_uri(tracking_uri)
+    tracking.health_check(uri)
+    client = tracking.get_client(uri)
+    from benchmark.trainer import resolve_precision, select_device
+    loaded, paces, rows = {}, {}, []
+    for dataset, model, seed in jobs:
+        cfg, fp = cell_fingerprint(spec, dataset, model, seed, profile, loaded)
+        per_epoch = len(training_data(cfg, profile, loaded)) // cfg.train.batch_size
+        steps = min(cfg.train.epochs * per_epoch, cfg.train.max_steps or cfg.train.epochs * per_epoch)
+        runs = tracking.search_runs(f"tags.fingerprint = '{fp}'", uri)
+        done = _finished_eval(runs, spec.metrics[0])
+        finished = [r for r in runs if r.info.status == "FINISHED"]
+        started = [r for r in runs if r.info.status in ("RUNNING", "KILLED") and has_checkpoint(client, r)]
+        state, run, at = "train", None, 0
+        if done or finished:
+            state, run, at = ("done" if done else "evaluate"), (done or finished)[0], steps
+        elif started:
+            run = started[0]
+            state, at = "started", (_last_point(client, run.info.run_id, "train/total") or (0, 0))[0]
+        wanted = {k: str(v) for k, v in logged_params(cfg).items() if k in PACE_KEYS}
+        key = (dataset, model, resolve_precision(cfg.train.precision, select_device(cfg.train.device)),
+               tuple(sorted(wanted.items())))
+        if key not in paces:
+            same = tracking.search_runs(f"tags.dataset = '{dataset}' and tags.model = '{model}' and tags.precision = "
+                                        f"'{key[2]}' and attributes.status = 'FINISHED'", uri)
+            same = [r for r in same if all(r.data.params.get(k) == v for k, v in wanted.items())]
+            measured = [p for p in (run_pace(client, r) for r in same) if p]
+            paces[key] = (float(pd.Series(measured).median()) if measured else float("nan"), len(measured))
+        pace, n = paces[key]
+        source = f"{n} finished run{'s' * (n > 1)}" if n else ""
+        if state == "started" and not n and (own := run_pace(client, run)):
+            pace, source = own, "this run so far"
+        rows.append({"dataset": dataset, "model": model, "seed": seed, "state": state,
+                     "run_id": run.info.run_id if run else "", "steps": steps, "at_step": at,
+                     "s_per_step": pace, "pace_from": source, "minutes_left": max(steps - at, 0) * pace / 60})
+    return pd.DataFrame(rows)
+
+
+def format_plan(plan: pd.DataFrame, number) -> str:
+    """The plan as markdown: a row per cell, then the cells per state and the training hours left."""
+    lines = [f"# run --table {number}: {len(plan)} cells", "",
+             "| dataset | model | seed | state | run | step / budget | s/step (runs) | min left |", "|---" * 8 + "|"]
+    for r in plan.itertuples():
+        pace = f"{r.s_per_step:.3f} ({r.pace_from})" if r.pace_from else "— (no finished run)"
+        left = f"{r.minutes_left:.0f}" if pd.notna(r.minutes_left) else "?"
+        lines.append(f"| {r.dataset} | {r.model} | {r.seed} | {r.state} | {r.run_id[:8]} | {r.at_step:,} / "
+                     f"{r.steps:,} | {pace} | {left} |")
+    states = plan.state.value_counts()
+    todo = plan[plan.state.isin(["train", "started"])]
+    unknown = int(todo.minutes_left.isna().sum())
+    lines += ["", "cells: " + ", ".join(f"{states.get(s, 0)} {s}" for s in ("done", "evaluate", "started", "train")),
+              f"training left: {todo.minutes_left.sum() / 60:.1f} h at the store's measured paces"
+              + (f", plus {unknown} cell(s) with no run of their config to time them" if unknown else "")
+              + " (evaluation not included)"]
+    return "\n".join(lines)
 
 
 def _progress(spec, parent, c: dict, cell=None) -> dict:
@@ -286,19 +409,16 @@ def run_table(number: int, profile: str = "cpu", seeds: int = 3, datasets=None, 
     `data_dirs` / `data_options`: the real files of some datasets (see `real_data`); `precision`: every run's
     (default the profile's `auto`; pin fp32 for a table whose sittings run on different CPUs). `stop_after_min`:
     a sitting of that length (`work_cells`); the table files are written once every cell is done."""
-    import dataclasses
     import hashlib
     import os
     from benchmark.cells import Cell, CellQueue
     from benchmark.sweep import DEFAULT_STORAGE, absolute_sqlite
-    spec = get_table(number)
-    profile = get_profile(profile).name
-    jobs = table_jobs(spec, seeds, datasets, models)
-    data, data_params = real_data(spec, list(dict.fromkeys(d for d, _, _ in jobs)), data_dirs, data_options)
-    # every cell resolves them (spec.overrides)
-    spec = dataclasses.replace(spec, data=data, run={"train.precision": precision} if precision else {})
+    spec, profile, jobs, data_params = table_setup(number, profile, seeds, datasets, models, data_dirs, data_options,
+                                                   precision)
     tracking.health_check(tracking.resolve_uri(tracking_uri))
-    cells = [Cell(d, m, s, cell_fingerprint(spec, d, m, s, profile)[1]) for d, m, s in jobs]
+    loaded = {}  # each dataset loaded once for all its cells' fingerprints
+    cells = [Cell(d, m, s, cell_fingerprint(spec, d, m, s, profile, loaded)[1]) for d, m, s in jobs]
+    del loaded
     # one queue per set of cells: new code or config is a new queue; --force a fresh one (retrain everything)
     digest = hashlib.sha256("\n".join(c.key for c in cells).encode()).hexdigest()[:12]
     name = f"table{number}-{profile}-{digest}" + (f"-force-{time.time_ns()}" if force else "")

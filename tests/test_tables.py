@@ -358,3 +358,35 @@ def test_stop_after_ends_a_sitting_between_cells_and_the_next_goes_on(workdir, c
     assert "sitting over: 1 of 3 cells done" in capsys.readouterr().err
     rest = run_table(3, "smoke", seeds=1, passes=1, out=workdir / "results", progress=False)
     assert sorted(j["how"] for j in rest["jobs"]) == ["reused", "trained", "trained"]
+
+
+def test_plan_shows_each_cells_state_and_the_training_left_without_running_anything(workdir, capsys):
+    """`run --plan`: before any run every cell is `train` with no pace; after a sitting of one cell that cell is
+    `done` (its run id), the other seed of the same model is timed at its pace (known answer: the budget in steps
+    times the finished run's own s/step), an unfinished run with a checkpoint is `started` at its last step; and
+    planning creates no run."""
+    from benchmark import tracking
+    from benchmark.tables import format_plan, plan_table
+    empty = plan_table(3, "smoke", seeds=2)
+    assert list(empty.state.unique()) == ["train"] and empty.minutes_left.isna().all() and len(empty) == 6
+    first = run_table(3, "smoke", seeds=2, passes=1, out=workdir / "results", progress=False, stop_after_min=1e-4)
+    (cell, _), = first["jobs"].items()
+    run_id = tracking.search_runs("attributes.status = 'FINISHED' and tags.kind = 'train'")[0].info.run_id
+    client = tracking.get_client()
+    (step, train_s), = [(m.step, m.value) for m in client.get_metric_history(run_id, "sys/train_time_s")]
+    n_runs = len(tracking.search_runs(""))
+    plan = plan_table(3, "smoke", seeds=2).set_index(["model", "seed"])
+    assert plan.loc[("fhvae", 0), "state"] == "done" and plan.loc[("fhvae", 0), "run_id"] == run_id
+    assert plan.loc[("fhvae", 0), "minutes_left"] == 0 and (plan.steps == step).all()
+    other = plan.loc[("fhvae", 1)]
+    assert other.state == "train" and other.pace_from == "1 finished run"
+    assert other.minutes_left == pytest.approx(step * train_s / step / 60)
+    assert plan.loc[["dsvae", "s3vae"]].minutes_left.isna().all(), "no finished run of their config to time them"
+    client.set_terminated(run_id, "KILLED")  # as a sitting killed mid-cell leaves it: unfinished, checkpointed
+    again = plan_table(3, "smoke", seeds=2).set_index(["model", "seed"]).loc[("fhvae", 0)]
+    assert (again.state, again.at_step, again.run_id, again.pace_from) == ("started", step, run_id, "this run so far")
+    assert main(["run", "--table", "3", "--profile", "smoke", "--seeds", "2", "--plan"]) == 0
+    out = capsys.readouterr().out
+    assert "cells: 0 done, 0 evaluate, 1 started, 5 train" in out and "5 cell(s) with no run of their config" in out
+    assert len(tracking.search_runs("")) == n_runs, "planning trains, evaluates and logs nothing"
+    assert format_plan(plan.reset_index(), 3).count("\n| speech |") == 6
