@@ -304,14 +304,22 @@ def model_table() -> list[dict]:
     return rows
 
 
+RESUMABLE = ("final.pt", "last.pt")  # the checkpoints a run goes on from, locally and as `checkpoints/` artifacts
+
+
+def local_checkpoints(run) -> list[Path]:
+    """The run's RESUMABLE files present in its checkpoint_dir on this machine."""
+    local = Path(run.data.tags.get("checkpoint_dir", "-"))
+    return [local / n for n in RESUMABLE if (local / n).is_file()]
+
+
 def resume_point(run, tracking_uri: str | None = None) -> str | None:
     """The checkpoint a run goes on from: the furthest along of final.pt / last.pt in its checkpoint_dir, else of
     their copies in its MLflow artifacts (where the store is remote they outlive this machine's disk), else None."""
     from benchmark.trainer import furthest_checkpoint
-    local = Path(run.data.tags.get("checkpoint_dir", "-"))
-    found = [local / n for n in ("final.pt", "last.pt") if (local / n).is_file()]
+    found = local_checkpoints(run)
     if not found:
-        for name in ("final.pt", "last.pt"):
+        for name in RESUMABLE:
             with contextlib.suppress(Exception):  # absent artifact: the store's error type varies by backend
                 found.append(Path(tracking.download_artifact(run.info.run_id, f"checkpoints/{name}", tracking_uri)))
     return str(furthest_checkpoint(found, "--continue")) if found else None

@@ -12,11 +12,12 @@ from pathlib import Path
 import pandas as pd
 
 from benchmark import tracking
-from benchmark.api import evaluate, logged_params, resume_point, run_fingerprint, train
+from benchmark.api import (RESUMABLE, evaluate, local_checkpoints, logged_params, resume_point, run_fingerprint,
+                           train)
 from benchmark.config import parse_overrides, resolve_config
 from benchmark.data import load_dataset
 from benchmark.profiles import get_profile
-from benchmark.trainer import TrainingError, cpu_has_bf16_units
+from benchmark.trainer import TrainingError, cpu_has_bf16_units, step_budget
 from experiments import TableSpec, tables
 
 PAPER_CSV = Path(__file__).resolve().parent.parent / "experiments" / "paper_tables.csv"
@@ -175,14 +176,13 @@ def run_pace(client, run) -> float | None:
 
 def has_checkpoint(client, run) -> bool:
     """Whether an unfinished run has a checkpoint to go on from (`resume_point`'s places, without fetching it)."""
-    local = Path(run.data.tags.get("checkpoint_dir", "-"))
-    if any((local / n).is_file() for n in ("final.pt", "last.pt")):
+    if local_checkpoints(run):
         return True
     try:
         names = {Path(f.path).name for f in client.list_artifacts(run.info.run_id, "checkpoints")}
     except Exception:  # noqa: BLE001 - an unreadable artifact store: nothing to resume from here
         return False
-    return bool(names & {"final.pt", "last.pt"})
+    return bool(names & set(RESUMABLE))
 
 
 def plan_table(number, profile: str = "cpu", seeds: int = 3, datasets=None, models=None,
@@ -203,8 +203,7 @@ def plan_table(number, profile: str = "cpu", seeds: int = 3, datasets=None, mode
     loaded, paces, rows = {}, {}, []
     for dataset, model, seed in jobs:
         cfg, fp = cell_fingerprint(spec, dataset, model, seed, profile, loaded)
-        per_epoch = len(training_data(cfg, profile, loaded)) // cfg.train.batch_size
-        steps = min(cfg.train.epochs * per_epoch, cfg.train.max_steps or cfg.train.epochs * per_epoch)
+        steps = step_budget(cfg.train, len(training_data(cfg, profile, loaded)) // cfg.train.batch_size)
         runs = tracking.search_runs(f"tags.fingerprint = '{fp}'", uri)
         done = _finished_eval(runs, spec.metrics[0])
         finished = [r for r in runs if r.info.status == "FINISHED"]

@@ -63,6 +63,12 @@ LR_SCHEDULES = {"constant": lambda s, n: 1.0,
                 "cosine": lambda s, n: 0.5 * (1 + math.cos(math.pi * s / max(n, 1)))}
 
 
+def step_budget(tc, per_epoch: int) -> int:
+    """The steps a run trains: its epochs of `per_epoch` steps, cut at `max_steps` when that is set."""
+    n = tc.epochs * per_epoch
+    return min(n, tc.max_steps) if tc.max_steps else n
+
+
 class Batches:
     """Deterministic full batches: epoch e's order is a permutation seeded by (seed, e), so a resumed
     run sees exactly the batches the uninterrupted one would have. Drops the last partial batch
@@ -165,8 +171,7 @@ class Trainer:
 
     @property
     def total_steps(self) -> int:
-        n = self.tc.epochs * self.batches.per_epoch
-        return min(n, self.tc.max_steps) if self.tc.max_steps else n
+        return step_budget(self.tc, self.batches.per_epoch)
 
     def autocast(self):
         if self.precision == "bf16":
