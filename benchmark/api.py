@@ -59,10 +59,13 @@ def logged_params(cfg: RunConfig) -> dict[str, object]:
 def train(cfg: RunConfig, resume: str | None = None, tracking_uri: str | None = None,
           progress: bool = True, ckpt_root: str = "checkpoints", parent_run_id: str | None = None,
           run_id: str | None = None, extra_tags: dict | None = None, hooks: list | None = None,
-          experiment: str = tracking.DEFAULT_EXPERIMENT, run_name: str | None = None) -> dict:
+          experiment: str = tracking.DEFAULT_EXPERIMENT, run_name: str | None = None,
+          extends: str | None = None) -> dict:
     """Train one model on one dataset, tracked in MLflow. Returns run id, checkpoint, final terms, wall time.
-    `run_id` continues an interrupted run (same MLflow run, `resume` its checkpoint); `hooks` are called
-    with the trainer after every epoch (sweeps report and prune there)."""
+    `run_id` continues an interrupted run (same MLflow run, `resume` its checkpoint); `extends`: the finished
+    run of a smaller budget that this new run goes on from (`resume` its checkpoint, `extension_point`): its
+    curves are copied in and it is tagged `extended_from`; `hooks` are called with the trainer after every
+    epoch (sweeps report and prune there)."""
     from benchmark.validation import val_held_out
     tracking.health_check(tracking.resolve_uri(tracking_uri))  # before any data or model work
     dataset = load_dataset(cfg.data.name, cfg.train.split, cfg.profile, cfg.data.data_dir, cfg.data.options)
@@ -87,10 +90,12 @@ def train(cfg: RunConfig, resume: str | None = None, tracking_uri: str | None = 
         held_out = str(val_held_out(cfg.train.split)).lower()
         run.set_tags(run_tags(cfg, dataset, trainer.device) | {"precision": trainer.precision,
                                                                "checkpoint_dir": str(ckpt_dir), "val_held_out": held_out}
-                     | (extra_tags or {}))
+                     | ({"extended_from": extends} if extends else {}) | (extra_tags or {}))
         if run_id is None:
             run.log_params(logged_params(cfg))
             run.log_text(cfg.to_json(), "config.json")
+            if extends:
+                tracking.copy_history(extends, run.run_id, uri=tracking_uri)
         try:
             with _sigterm_as_interrupt():
                 state = trainer.fit(resume=resume)
@@ -110,7 +115,8 @@ def train(cfg: RunConfig, resume: str | None = None, tracking_uri: str | None = 
         log_pictures(model, dataset, run, trainer, images=evaluator is None, files=True)
         final = state.history[-1][1] if state.history else {}
         summary = {"run_id": run.run_id, "checkpoint": str(ckpt), "steps": state.step, "wall_time_s": trainer.wall_time,
-                   "sequences_per_s": state.step * cfg.train.batch_size / max(trainer.wall_time, 1e-9),
+                   "sequences_per_s": (state.step - trainer.start_step) * cfg.train.batch_size
+                   / max(trainer.wall_time, 1e-9),
                    "final_terms": final, "precision": trainer.precision, "device": str(trainer.device),
                    "train_time_s": state.train_time_s,
                    "final_val": state.val_history[-1][1] if state.val_history else {}}
@@ -323,6 +329,46 @@ def resume_point(run, tracking_uri: str | None = None) -> str | None:
             with contextlib.suppress(Exception):  # absent artifact: the store's error type varies by backend
                 found.append(Path(tracking.download_artifact(run.info.run_id, f"checkpoints/{name}", tracking_uri)))
     return str(furthest_checkpoint(found, "--continue")) if found else None
+
+
+def has_checkpoint(client, run) -> bool:
+    """Whether a run has a checkpoint to go on from (`resume_point`'s places, without fetching it)."""
+    if local_checkpoints(run):
+        return True
+    try:
+        names = {Path(f.path).name for f in client.list_artifacts(run.info.run_id, "checkpoints")}
+    except Exception:  # noqa: BLE001 - an unreadable artifact store: nothing to resume from here
+        return False
+    return bool(names & set(RESUMABLE))
+
+
+def extension_point(cfg: RunConfig, dataset, tracking_uri: str | None = None) -> tuple | None:
+    """(run, steps) of the finished run that a run of `cfg` on `dataset` can go on from instead of starting at
+    step 0 — the same config, data and code but a smaller `train.max_steps` (known by recomputing the
+    fingerprint it would have had), under a schedule that does not depend on the budget
+    (`BUDGET_FREE_SCHEDULES`), with a checkpoint — the one with the most steps; None when there is none.
+    Raising a budget then costs only the added steps, and the result is the one training from 0 would give."""
+    import dataclasses
+    from benchmark.trainer import BUDGET_FREE_SCHEDULES, step_budget
+    if cfg.train.lr_schedule not in BUDGET_FREE_SCHEDULES:
+        return None
+    per_epoch = len(dataset) // cfg.train.batch_size
+    budget = step_budget(cfg.train, per_epoch)
+    same = {"kind": "train", "model": cfg.model.name, "dataset": cfg.data.name, "seed": cfg.seed,
+            "profile": cfg.profile, "dataset_fingerprint": dataset.fingerprint}
+    runs = tracking.search_runs(" and ".join(f"tags.{k} = '{v}'" for k, v in same.items())
+                                + " and attributes.status = 'FINISHED'", tracking_uri)
+    client, found = tracking.get_client(tracking_uri), []
+    for run in runs:
+        b = run.data.params.get("train.max_steps", "")
+        if not b.isdigit() or int(b) == 0:
+            continue
+        shorter = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=int(b)))
+        steps = step_budget(shorter.train, per_epoch)
+        if (steps < budget and run_fingerprint(shorter, dataset.fingerprint) == run.data.tags.get("fingerprint")
+                and has_checkpoint(client, run)):
+            found.append((run, steps))
+    return max(found, key=lambda f: f[1], default=None)
 
 
 def load_checkpoint(run_id: str | None = None, checkpoint: str | None = None, tracking_uri: str | None = None):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmark import tracking
-from benchmark.api import (RESUMABLE, evaluate, local_checkpoints, logged_params, resume_point, run_fingerprint,
+from benchmark.api import (evaluate, extension_point, has_checkpoint, logged_params, resume_point, run_fingerprint,
                            train)
 from benchmark.config import parse_overrides, resolve_config
 from benchmark.data import load_dataset
@@ -115,8 +115,10 @@ def training_data(cfg, profile, loaded: dict | None = None):
 
 def run_job(spec, dataset, model, seed, profile, parent_id, tracking_uri, force, passes, progress):
     """One (model, dataset, seed) cell: reuse a finished+evaluated run, evaluate a finished one,
-    resume an interrupted one from its checkpoint, or train a new one."""
-    cfg, fp = cell_fingerprint(spec, dataset, model, seed, profile)
+    resume an interrupted one from its checkpoint, go on from a finished run of a smaller budget
+    (`extension_point`), or train a new one."""
+    loaded = {}
+    cfg, fp = cell_fingerprint(spec, dataset, model, seed, profile, loaded)
     runs = tracking.search_runs(f"tags.fingerprint = '{fp}'", tracking_uri)
     done = _finished_eval(runs, spec.metrics[0])
     if done and not force:
@@ -127,11 +129,19 @@ def run_job(spec, dataset, model, seed, profile, parent_id, tracking_uri, force,
     else:
         interrupted = [(r, ckpt) for r in runs if r.info.status in ("RUNNING", "KILLED")
                        and (ckpt := resume_point(r, tracking_uri))] if not force else []
+        shorter = None if force or interrupted else extension_point(cfg, training_data(cfg, profile, loaded),
+                                                                     tracking_uri)
         if interrupted:
             r, ckpt = interrupted[0]
             run_id = train(cfg, resume=ckpt, run_id=r.info.run_id, tracking_uri=tracking_uri,
                            progress=progress)["run_id"]
             how = "resumed"
+        elif shorter:
+            old = shorter[0]
+            run_id = train(cfg, resume=resume_point(old, tracking_uri), extends=old.info.run_id,
+                           tracking_uri=tracking_uri, progress=progress, parent_run_id=parent_id,
+                           extra_tags={"table": spec.number})["run_id"]
+            how = "extended"
         else:
             run_id = train(cfg, tracking_uri=tracking_uri, progress=progress, parent_run_id=parent_id,
                            extra_tags={"table": spec.number})["run_id"]
@@ -174,26 +184,16 @@ def run_pace(client, run) -> float | None:
     return None
 
 
-def has_checkpoint(client, run) -> bool:
-    """Whether an unfinished run has a checkpoint to go on from (`resume_point`'s places, without fetching it)."""
-    if local_checkpoints(run):
-        return True
-    try:
-        names = {Path(f.path).name for f in client.list_artifacts(run.info.run_id, "checkpoints")}
-    except Exception:  # noqa: BLE001 - an unreadable artifact store: nothing to resume from here
-        return False
-    return bool(names & set(RESUMABLE))
-
-
 def plan_table(number, profile: str = "cpu", seeds: int = 3, datasets=None, models=None,
                tracking_uri: str | None = None, data_dirs=None, data_options=None,
                precision: str | None = None) -> pd.DataFrame:
     """What `run --table N` with the same options would do now, without doing it: per cell, its state in the
     store (`done`: finished and evaluated, reused; `evaluate`: finished, not evaluated; `started`: unfinished
-    with a checkpoint — interrupted, resumed by the next sitting, or running in another worker; `train`: new),
-    its step budget, and the training minutes left at the pace (median s/step) of the store's finished runs of
-    the same model, dataset, precision and `PACE_KEYS` (a started cell without them: its own pace so far). A
-    cell with no pace has no estimate (NaN); evaluation time is not included."""
+    with a checkpoint — interrupted, resumed by the next sitting, or running in another worker;
+    `extend`: a finished run of a smaller budget to go on from, `extension_point`; `train`: new), its step
+    budget, and the training minutes left at the pace (median s/step) of the store's finished runs of the same
+    model, dataset, precision and `PACE_KEYS` (a started cell without them: its own pace so far). A cell with
+    no pace has no estimate (NaN); evaluation time is not included."""
     spec, profile, jobs, _ = table_setup(number, profile, seeds, datasets, models, data_dirs, data_options,
                                          precision)
     uri = tracking.resolve_uri(tracking_uri)
@@ -214,6 +214,8 @@ def plan_table(number, profile: str = "cpu", seeds: int = 3, datasets=None, mode
         elif started:
             run = started[0]
             state, at = "started", (_last_point(client, run.info.run_id, "train/total") or (0, 0))[0]
+        elif shorter := extension_point(cfg, training_data(cfg, profile, loaded), uri):
+            (run, at), state = shorter, "extend"
         wanted = {k: str(v) for k, v in logged_params(cfg).items() if k in PACE_KEYS}
         key = (dataset, model, resolve_precision(cfg.train.precision, select_device(cfg.train.device)),
                tuple(sorted(wanted.items())))
@@ -243,9 +245,10 @@ def format_plan(plan: pd.DataFrame, number) -> str:
         lines.append(f"| {r.dataset} | {r.model} | {r.seed} | {r.state} | {r.run_id[:8]} | {r.at_step:,} / "
                      f"{r.steps:,} | {pace} | {left} |")
     states = plan.state.value_counts()
-    todo = plan[plan.state.isin(["train", "started"])]
+    todo = plan[plan.state.isin(["train", "started", "extend"])]
     unknown = int(todo.minutes_left.isna().sum())
-    lines += ["", "cells: " + ", ".join(f"{states.get(s, 0)} {s}" for s in ("done", "evaluate", "started", "train")),
+    lines += ["", "cells: " + ", ".join(f"{states.get(s, 0)} {s}" for s in ("done", "evaluate", "started", "extend",
+                                                                                 "train")),
               f"training left: {todo.minutes_left.sum() / 60:.1f} h at the store's measured paces"
               + (f", plus {unknown} cell(s) with no run of their config to time them" if unknown else "")
               + " (evaluation not included)"]

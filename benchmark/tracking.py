@@ -315,6 +315,18 @@ def close_running_runs(filter_string: str, uri: str | None, reason: str, extra_t
         print(f"warning: could not close the dead runs matching {filter_string!r}: {e}", file=sys.stderr)
 
 
+def copy_history(src_run_id: str, dst_run_id: str, prefixes: tuple = ("train/", "val/"),
+                 uri: str | None = None) -> int:
+    """Log every step of run `src`'s metrics under `prefixes` into run `dst` (a run that goes on from another
+    one: its curves then start at step 0); returns how many points."""
+    client = get_client(uri)
+    keys = [k for k in client.get_run(src_run_id).data.metrics if k.startswith(prefixes)]
+    points = [m for k in keys for m in client.get_metric_history(src_run_id, k)]
+    for i in range(0, len(points), 1000):  # MLflow's log_batch limit
+        client.log_batch(dst_run_id, metrics=points[i:i + 1000])
+    return len(points)
+
+
 def download_artifact(run_id: str, path: str, uri: str | None = None) -> str:
     return get_client(uri).download_artifacts(run_id, path)
 

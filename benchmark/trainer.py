@@ -61,6 +61,10 @@ def channels_last(model: torch.nn.Module) -> torch.nn.Module:
 # learning-rate factor at step s of n
 LR_SCHEDULES = {"constant": lambda s, n: 1.0,
                 "cosine": lambda s, n: 0.5 * (1 + math.cos(math.pi * s / max(n, 1)))}
+# the schedules whose factor does not depend on the budget n: under them a run of n steps is exactly the first n
+# steps of a longer run (everything else in a step is a function of the step), so a raised budget goes on from
+# the shorter run's final checkpoint instead of training again from step 0 (`api.extension_point`)
+BUDGET_FREE_SCHEDULES = ("constant",)
 
 
 def step_budget(tc, per_epoch: int) -> int:
@@ -168,6 +172,7 @@ class Trainer:
         self.tracker, self.hooks, self.progress, self.evaluator = tracker, hooks or [], progress, evaluator
         self.ckpt_dir = Path(ckpt_dir)
         self.state = TrainState()
+        self.start_step = 0
 
     @property
     def total_steps(self) -> int:
@@ -256,6 +261,7 @@ class Trainer:
     def fit(self, resume: str | Path | None = None) -> TrainState:
         if resume:
             self.load_checkpoint(resume)
+        self.start_step = self.state.step  # this process's share of the steps (its sequences/s)
         self.model.train()
         st, tc = self.state, self.tc
         bar = tqdm(total=self.total_steps, initial=st.step, disable=not self.progress, unit="step",

@@ -11,6 +11,7 @@ import urllib.request
 
 import pandas as pd
 import pytest
+import torch
 
 from benchmark.__main__ import main
 from benchmark.config import resolve_config
@@ -387,6 +388,53 @@ def test_plan_shows_each_cells_state_and_the_training_left_without_running_anyth
     assert (again.state, again.at_step, again.run_id, again.pace_from) == ("started", step, run_id, "this run so far")
     assert main(["run", "--table", "3", "--profile", "smoke", "--seeds", "2", "--plan"]) == 0
     out = capsys.readouterr().out
-    assert "cells: 0 done, 0 evaluate, 1 started, 5 train" in out and "5 cell(s) with no run of their config" in out
+    assert "cells: 0 done, 0 evaluate, 1 started, 0 extend, 5 train" in out and "5 cell(s) with no run of their config" in out
     assert len(tracking.search_runs("")) == n_runs, "planning trains, evaluates and logs nothing"
     assert format_plan(plan.reset_index(), 3).count("\n| speech |") == 6
+
+
+def test_a_raised_budget_goes_on_from_the_finished_run_and_equals_training_from_zero(workdir, monkeypatch):
+    """Known answer: a cell trained to 2 steps, then its budget raised to 5 (crossing an epoch of 3 steps): the plan
+    says `extend` from the 2-step run, the sitting goes on from its checkpoint (`how == extended`, a new run
+    tagged `extended_from`, its curve from step 1 copied in) and ends with the same weights as a 5-step run
+    trained from step 0. Under a cosine schedule (its factor depends on the budget) nothing is extended."""
+    import mlflow
+
+    import benchmark.tables as T
+    from benchmark import tracking
+    from benchmark.api import train
+    from benchmark.safeload import load_data
+
+    def with_budget(steps, schedule="constant"):
+        budget = {"speech": {"train.max_steps": steps, "train.epochs": 10, "train.batch_size": 128, "model.hidden": 16,
+                             "train.lr_schedule": schedule}}
+        spec = dataclasses.replace(T.get_table(3), models=("dsvae",), budgets={"smoke": budget})
+        monkeypatch.setattr(T, "tables", lambda: {3: spec})
+        return spec
+
+    def sitting():
+        return run_table(3, "smoke", seeds=1, passes=1, out=workdir / "results", progress=False)["jobs"][0]
+
+    with_budget(2)
+    short = sitting()
+    spec = with_budget(5)
+    plan = T.plan_table(3, "smoke", seeds=1).iloc[0]
+    assert (plan.state, plan.run_id, plan.at_step, plan.steps) == ("extend", short["run_id"], 2, 5)
+    longer = sitting()
+    assert longer["how"] == "extended" and longer["run_id"] != short["run_id"]
+    client = mlflow.MlflowClient(tracking.resolve_uri())
+    run = client.get_run(longer["run_id"])
+    assert run.data.tags["extended_from"] == short["run_id"] and run.data.params["train.max_steps"] == "5"
+    steps = sorted(m.step for m in client.get_metric_history(longer["run_id"], "train/total"))
+    assert steps == [1, 2, 3, 4, 5], "steps 1-2 copied from the short run, 3-5 trained: none twice"
+    cfg, _ = T.cell_fingerprint(spec, "speech", "dsvae", 0, "smoke")
+    straight = train(cfg, progress=False)
+    a = load_data(run.data.tags["checkpoint_dir"] + "/final.pt", "test")
+    b = load_data(straight["checkpoint"], "test")
+    assert a["state"]["step"] == b["state"]["step"] == 5
+    for k, v in b["model"].items():
+        assert torch.equal(a["model"][k], v), f"{k}: the extended run differs from training from step 0"
+    with_budget(2, "cosine")
+    assert sitting()["how"] == "trained"
+    with_budget(5, "cosine")
+    assert T.plan_table(3, "smoke", seeds=1).iloc[0].state == "train", "cosine: the 2-step run is no prefix"
