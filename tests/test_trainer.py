@@ -1,6 +1,7 @@
 """Trainer: bit-identical resume, NaN guard, checkpoints; CLI errors; MLflow tracking."""
 import json
 import math
+import re
 import subprocess
 import sys
 import threading
@@ -281,10 +282,11 @@ def test_sigterm_saves_a_checkpoint_and_marks_the_run_killed(workdir):
     reader = threading.Thread(target=lambda: err.extend(iter(lambda: proc.stderr.read(1), "")), daemon=True)
     reader.start()  # tqdm redraws with \r, so read characters, not lines
     deadline = time.time() + 240
-    while time.time() < deadline and "step/s" not in "".join(err):
+    # tqdm draws "0/N ... ?step/s" before the first step: wait for a bar past step 0 (a loaded CPU is slow to it)
+    stepped = re.compile(r"\|\s*[1-9]\d*/\d+ \[[^]]*step/s")
+    while time.time() < deadline and not stepped.search("".join(err)):
         time.sleep(0.5)
-    assert "step/s" in "".join(err), "training never started"
-    time.sleep(2)
+    assert stepped.search("".join(err)), "training never got past step 0"
     proc.terminate()
     proc.wait(timeout=120)
     reader.join(timeout=30)
