@@ -290,9 +290,9 @@ def work_cells(spec, queue, profile, parent, tracking_uri, force, passes, progre
             continue
         waited = False
         c = _progress(spec, parent, queue.counts(), cell)
-        if mine:
-            print(f"[table {spec.number}] ETA {(time.perf_counter() - t0) / len(mine) * (c['queued'] + 1) / 60:.0f} "
-                  f"min for the queue at this worker's pace", file=sys.stderr, flush=True)
+        if spent:  # cells this worker trained or evaluated; reused ones take no time and would hide the pace
+            print(f"[table {spec.number}] ETA {sum(spent) / len(spent) * (c['queued'] + 1) / 60:.0f} min for the "
+                  f"queue at this worker's pace ({len(spent)} cell(s) so far)", file=sys.stderr, flush=True)
         started = time.perf_counter()
         try:
             _, how = run_job(spec, cell.dataset, cell.model, cell.seed, profile, parent.run_id, tracking_uri,

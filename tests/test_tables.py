@@ -359,6 +359,8 @@ def test_stop_after_ends_a_sitting_between_cells_and_the_next_goes_on(workdir, c
     assert "sitting over: 1 of 3 cells done" in capsys.readouterr().err
     rest = run_table(3, "smoke", seeds=1, passes=1, out=workdir / "results", progress=False)
     assert sorted(j["how"] for j in rest["jobs"]) == ["reused", "trained", "trained"]
+    err = capsys.readouterr().err  # the ETA paces the cells this worker trained, not the reused one (~0 s)
+    assert err.count("ETA") == 1 and "(1 cell(s) so far)" in err
 
 
 def test_plan_shows_each_cells_state_and_the_training_left_without_running_anything(workdir, capsys):
