@@ -23,6 +23,11 @@ def rows_grid(rows: list[torch.Tensor], kind: str) -> torch.Tensor:
     return make_grid(frames.clamp(0, 1), nrow=len(frames) // len(rows), padding=1, pad_value=1.0)
 
 
+def name_of(model) -> str:
+    """The name a model was built under (`zoo.build_model`), else its class's."""
+    return getattr(model, "registered_name", type(model).__name__)
+
+
 def save_captioned(img: torch.Tensor, path: Path, title: str, row_labels: list[str] | None = None,
                    footer: str = "") -> Path:
     """Save a grid image with its caption above, a label left of each row and a note below, so that the picture
@@ -66,7 +71,7 @@ def reconstruction_grid(model, x: torch.Tensor, path: Path, n: int = 4) -> Path:
     rows = [r for i in range(k) for r in (x[i], rec[i])]
     labels = [lab for i in range(k) for lab in (f"real {i}", f"recon {i}")]
     return save_captioned(rows_grid(rows, model.info.kind), path,
-                          f"Reconstruction ({type(model).__name__}): each real sequence, then its decoding from the "
+                          f"Reconstruction ({name_of(model)}): each real sequence, then its decoding from the "
                           "posterior means of z_f and z_1:T", labels, _time_axis(model))
 
 
@@ -87,7 +92,7 @@ def swap_grid(model, x: torch.Tensor, path: Path, n: int = 4) -> Path:
     rows = [x[j] for j in range(n)] + [sw[i, j] for i in range(n) for j in range(n)]
     labels = [f"real {j}" for j in range(n)] + [f"f{i} t{j}" for i in range(n) for j in range(n)]
     return save_captioned(rows_grid(rows, model.info.kind), path,
-                          f"Swap ({type(model).__name__}): row 'f i t j' decodes z_f of real i (keeps its appearance) "
+                          f"Swap ({name_of(model)}): row 'f i t j' decodes z_f of real i (keeps its appearance) "
                           "with z_1:T of real j (keeps its motion); the first rows are the real sequences",
                           labels, _time_axis(model))
 
@@ -139,7 +144,7 @@ def sample_grid(model, steps: int, path: Path, n: int = 6) -> Path:
         out = model.generate({}, steps, n=n)
         how = "the generator's noise, no labels"
     return save_captioned(rows_grid(list(out), model.info.kind), path,
-                          f"Samples ({type(model).__name__}): one generated sequence per row, {how}",
+                          f"Samples ({name_of(model)}): one generated sequence per row, {how}",
                           [f"sample {i}" for i in range(len(out))], _time_axis(model))
 
 

@@ -39,4 +39,6 @@ MODELS.register("fhvae", FHVAE, defaults={"model.d_zf": 16, "model.d_zt": 32},
 
 def build_model(cfg, info):
     """The model named by cfg.model.name for dataset `info`."""
-    return MODELS.build(cfg.model.name, info, cfg.model, cfg.loss)
+    model = MODELS.build(cfg.model.name, info, cfg.model, cfg.loss)
+    model.registered_name = cfg.model.name  # ablations share a class (baseline is an S3VAE): figures say which
+    return model

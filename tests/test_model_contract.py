@@ -180,3 +180,14 @@ def test_every_likelihood_trains_every_vae(name, kind, recon):
         assert learned.shape == ((3, 1, 1) if kind == "video" else (info.size,))
     with pytest.raises(ValueError, match="loss.recon"):
         tiny_model(name, info, recon="l2")
+
+
+def test_figures_name_the_model_it_was_built_as_not_its_class():
+    """The baseline and the other S3VAE ablations share S3VAE's class: their figure titles name the model."""
+    from benchmark.visuals import name_of
+    from benchmark.zoo import build_model
+    cfg = RunConfig()
+    cfg.model.name, cfg.model.width, cfg.model.hidden = "baseline", 0.125, 16
+    model = build_model(cfg, tiny_info("video"))
+    assert type(model).__name__ == "S3VAE" and name_of(model) == "baseline"
+    assert name_of(torch.nn.Linear(1, 1)) == "Linear"  # a model from elsewhere: its class
