@@ -1,0 +1,58 @@
+"""Which colours does a sprites model's decoder merge? Per static attribute, the judge's prediction on the posterior-mean
+reconstructions of the protocol's test subset (`protocol_batches`, 256 sequences) against the true colour, as confusion
+matrices with the palette's RGB, for each run given; only attributes below 100 % are printed in full.
+
+    python results/diagnostics/sprites_confusion.py OUT.md RUN_ID [RUN_ID ...]   (repository root; env MLFLOW_TRACKING_URI)"""
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+import benchmark.data.sprites as S
+from benchmark.api import load_checkpoint, protocol_batches
+from benchmark.config import RunConfig
+from benchmark.data import load_dataset
+from benchmark.judges import get_judge
+from benchmark.tracking import git_info
+from benchmark.zoo import build_model
+
+PALETTES = {"skin": S.SKIN, "top": S.TOP, "pants": S.PANTS, "hair": S.HAIR}
+uri = os.environ.get("MLFLOW_TRACKING_URI")
+out, runs = sys.argv[1], sys.argv[2:]
+lines = [f"# Sprites: colours merged on reconstructions", "",
+         f"`python results/diagnostics/sprites_confusion.py {' '.join(sys.argv[1:])}` at commit "
+         f"{git_info()['git_commit'][:10]} (dirty: {git_info()['git_dirty']}), "
+         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Rows: true colour; columns: the judge's reading of "
+         "the reconstruction.", ""]
+for run in runs:
+    payload, _ = load_checkpoint(run, None, uri)
+    cfg = RunConfig.from_dict(payload["config"])
+    if cfg.data.name != "sprites":
+        sys.exit(f"error: run {run} trained on {cfg.data.name!r}; this diagnostic reads sprites runs only")
+    test = load_dataset("sprites", "test", cfg.profile, cfg.data.data_dir, cfg.data.options)
+    model = build_model(cfg, test.info)
+    model.load_state_dict(payload["model"])
+    model.eval()
+    judge, _ = get_judge("sprites", cfg.profile, cfg.data.data_dir, options=cfg.data.options, tracking_uri=uri,
+                         progress=False, device="cpu")
+    cms = {f: np.zeros((len(p), len(p)), int) for f, p in PALETTES.items()}
+    with torch.inference_mode():
+        for b in protocol_batches(test, 256, torch.device("cpu")):
+            post = model.encode(b["x"], sample=False)
+            probs = judge.probs(model.decode(post.zf_mean, post.zt_mean))
+            for f, cm in cms.items():
+                np.add.at(cm, (judge.targets(b, f).numpy(), probs[f].argmax(-1).numpy()), 1)
+    accs = {f: 100 * np.trace(cm) / cm.sum() for f, cm in cms.items()}
+    lines += [f"## {cfg.model.name}, seed {cfg.seed}, {cfg.train.max_steps:,} steps (run {run})", "",
+              ", ".join(f"{f} {a:.1f} %" for f, a in accs.items()), ""]
+    for f, cm in cms.items():
+        if accs[f] < 100:
+            pal = PALETTES[f]
+            lines += [f"{f}:", "", "| true \\ read | " + " | ".join(f"{i} {tuple(c)}" for i, c in enumerate(pal)) + " |",
+                      "|---" * (len(pal) + 1) + "|"]
+            lines += [f"| {i} {tuple(pal[i])} | " + " | ".join(map(str, row)) + " |" for i, row in enumerate(cm)]
+            lines.append("")
+open(out, "w").write("\n".join(lines))
+print(f"wrote {out}")
