@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import signal
 import sys
@@ -25,6 +26,7 @@ def run_tags(cfg: RunConfig, dataset, device) -> dict:
             "dataset_fingerprint": dataset.fingerprint, **tracking.git_info(), **tracking.host_info(device)}
 
 
+@functools.lru_cache(maxsize=None)  # once per process: a table's plan fingerprints every cell and candidate run
 def source_hash() -> str:
     """Hash of the code a result depends on (models/, metrics/, benchmark/data/), not of the git commit,
     so that a results-only commit does not invalidate finished runs."""
@@ -67,6 +69,9 @@ def train(cfg: RunConfig, resume: str | None = None, tracking_uri: str | None = 
     curves are copied in and it is tagged `extended_from`; `hooks` are called with the trainer after every
     epoch (sweeps report and prune there)."""
     from benchmark.validation import val_held_out
+    if extends and not resume:
+        raise ValueError(f"train: extends={extends} needs resume= that run's checkpoint (else its curves would be "
+                         "copied beside a run trained again from step 0)")
     tracking.health_check(tracking.resolve_uri(tracking_uri))  # before any data or model work
     dataset = load_dataset(cfg.data.name, cfg.train.split, cfg.profile, cfg.data.data_dir, cfg.data.options)
     evaluator = None

@@ -131,14 +131,14 @@ def run_job(spec, dataset, model, seed, profile, parent_id, tracking_uri, force,
                        and (ckpt := resume_point(r, tracking_uri))] if not force else []
         shorter = None if force or interrupted else extension_point(cfg, training_data(cfg, profile, loaded),
                                                                      tracking_uri)
+        go_on = resume_point(shorter[0], tracking_uri) if shorter else None  # None: unreadable now, train anew
         if interrupted:
             r, ckpt = interrupted[0]
             run_id = train(cfg, resume=ckpt, run_id=r.info.run_id, tracking_uri=tracking_uri,
                            progress=progress)["run_id"]
             how = "resumed"
-        elif shorter:
-            old = shorter[0]
-            run_id = train(cfg, resume=resume_point(old, tracking_uri), extends=old.info.run_id,
+        elif go_on:
+            run_id = train(cfg, resume=go_on, extends=shorter[0].info.run_id,
                            tracking_uri=tracking_uri, progress=progress, parent_run_id=parent_id,
                            extra_tags={"table": spec.number})["run_id"]
             how = "extended"

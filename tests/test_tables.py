@@ -430,6 +430,8 @@ def test_a_raised_budget_goes_on_from_the_finished_run_and_equals_training_from_
     steps = sorted(m.step for m in client.get_metric_history(longer["run_id"], "train/total"))
     assert steps == [1, 2, 3, 4, 5], "steps 1-2 copied from the short run, 3-5 trained: none twice"
     cfg, _ = T.cell_fingerprint(spec, "speech", "dsvae", 0, "smoke")
+    with pytest.raises(ValueError, match="needs resume"):  # curves copied beside a run from step 0: refused
+        train(cfg, extends=short["run_id"], progress=False)
     straight = train(cfg, progress=False)
     a = load_data(run.data.tags["checkpoint_dir"] + "/final.pt", "test")
     b = load_data(straight["checkpoint"], "test")
