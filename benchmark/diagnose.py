@@ -53,6 +53,28 @@ def feature_eer(dataset) -> float:
     return utterance_eer(t["x"].float().mean(1), t["utterance"], t["static"][:, 0])
 
 
+def regulariser_activity(history: dict[str, list[float]]) -> dict[str, float]:
+    """What the self-supervision terms did during training, from their logged values (one batch every log_every
+    steps; models without the term log nothing, and get nothing here). `scc_active_pct`: % of those batches whose
+    SCC hinge max(D+ − D− + m, 0) was > 0 — only they give z_f a gradient, so near 0 the term is inert at its
+    margin (the baseline logs the hinge at weight 0: how often it would have acted); `scc_mean`: its mean;
+    `mi_of_ceiling`: mean MI estimate over its ceiling T·log M (≈ 1: saturated, it penalises sharp latents)."""
+    out = {}
+    scc = np.asarray(history.get("train/scc", []), float)
+    if scc.size:
+        out["scc_active_pct"] = 100.0 * float((scc > 0).mean())
+        out["scc_mean"] = float(scc.mean())
+    mi, ceiling = history.get("train/mi", []), history.get("train/mi_ceiling", [])
+    if len(mi) and len(mi) == len(ceiling):
+        out["mi_of_ceiling"] = float(np.mean(np.asarray(mi, float) / np.asarray(ceiling, float)))
+    return out
+
+
+def logged_history(run_id: str, keys=("train/scc", "train/mi", "train/mi_ceiling"), uri: str | None = None):
+    client = tracking.get_client(uri)
+    return {k: [m.value for m in sorted(client.get_metric_history(run_id, k), key=lambda m: m.step)] for k in keys}
+
+
 REPORT_KEYS = ("recon_mse", "zf_std_across", "zt_std_across")  # then real_acc_*, recon_acc_* (reconstruction_report)
 
 
@@ -95,7 +117,7 @@ def diagnose_table(number: int, results: str | Path = "results", tracking_uri: s
                                      tracking_uri=tracking_uri, progress=False)
             report = reconstruction_report(model, judge, test)
         if report:
-            rows.append({**job, **report})
+            rows.append({**job, **report, **regulariser_activity(logged_history(job["run_id"], uri=tracking_uri))})
             print(f"[diagnose] {job['model']}/{job['dataset']} seed {job['seed']}", file=sys.stderr, flush=True)
         if job["dataset"] not in PROTOCOLS and job["dataset"] not in reference:  # speech: the raw-feature EER
             if test is None:
@@ -114,6 +136,12 @@ def diagnose_table(number: int, results: str | Path = "results", tracking_uri: s
     return path
 
 
+def _mean_sd(values: list[float]) -> str:
+    if not values:
+        return "—"
+    return f"{np.mean(values):.3g} ± {np.std(values, ddof=1) if len(values) > 1 else 0:.2g}"
+
+
 def diagnostics_markdown(number: int, out: dict) -> list[str]:
     """The diagnostics file's lines: one table per dataset (label families differ), mean ± std over seeds."""
     rows, reference = out["runs"], out.get("feature_eer", {})
@@ -127,14 +155,19 @@ def diagnostics_markdown(number: int, out: dict) -> list[str]:
           f"`{out['command']}` at commit {out.get('git_commit', '?')[:10]}.", ""]
     for d in dict.fromkeys(r["dataset"] for r in rows):  # one table per dataset: its label families differ
         rd = [r for r in rows if r["dataset"] == d]
-        keys = [k for k in rd[0] if k not in ("dataset", "model", "seed", "run_id", "how")]
+        # every run's keys, in first-seen order: models without a term (DSVAE has no SCC) show "—" there
+        keys = [k for k in dict.fromkeys(k for r in rd for k in r) if k not in ("dataset", "model", "seed", "run_id", "how")]
         md += [f"## {d}", "", "| model | " + " | ".join(keys) + " |", "|---" * (1 + len(keys)) + "|"]
         for m in dict.fromkeys(r["model"] for r in rd):
             g = [r for r in rd if r["model"] == m]
-            cells = [f"{np.mean([r[k] for r in g]):.3g} ± {np.std([r[k] for r in g], ddof=1) if len(g) > 1 else 0:.2g}"
-                     for k in keys]
+            cells = [_mean_sd([r[k] for r in g if k in r]) for k in keys]
             md.append(f"| {m} | " + " | ".join(cells) + " |")
         md.append("")
+    if any("scc_active_pct" in r or "mi_of_ceiling" in r for r in rows):
+        md += ["Regularisers during training (from each run's logged train/ terms, one batch every log_every steps): "
+               "`scc_active_pct` = % of batches whose SCC triplet hinge max(D(z_f, z_f⁺) − D(z_f, z_f⁻) + 1, 0) was > 0 "
+               "(only those give z_f a gradient; models that train without SCC log it at weight 0, i.e. how often it "
+               "would have acted), `scc_mean` its mean, `mi_of_ceiling` = mean MI estimate / its ceiling T·log M.", ""]
     for d, eer in reference.items():
         md += ["", f"Reference for {d}: speaker verification EER of the input features themselves (each utterance "
                    f"embedded as its mean log-mel frame, the same cosine trials): {eer:.2f} %. A z_f EER below this "
