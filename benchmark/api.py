@@ -400,6 +400,16 @@ def load_checkpoint(run_id: str | None = None, checkpoint: str | None = None, tr
     return payload, path
 
 
+def restore(payload: dict, split: str = "test"):
+    """(config, that split of its dataset, the model with the checkpoint's weights in eval mode) of a checkpoint
+    payload (`load_checkpoint`)."""
+    cfg = RunConfig.from_dict(payload["config"])
+    data = load_dataset(cfg.data.name, split, cfg.profile, cfg.data.data_dir, cfg.data.options)
+    model = build_model(cfg, data.info)
+    model.load_state_dict(payload["model"])
+    return cfg, data, model.eval()
+
+
 def evaluate(run_id: str | None = None, checkpoint: str | None = None, tracking_uri: str | None = None,
              passes: int = 3, seed: int = 0, device: str = "auto", progress: bool = True,
              max_sequences: int | None = None) -> dict:
@@ -411,12 +421,9 @@ def evaluate(run_id: str | None = None, checkpoint: str | None = None, tracking_
     from metrics.protocols import PROTOCOLS
     tracking.health_check(tracking.resolve_uri(tracking_uri))
     payload, path = load_checkpoint(run_id, checkpoint, tracking_uri)
-    cfg = RunConfig.from_dict(payload["config"])
+    cfg, test, model = restore(payload)
     dev = select_device(device)
-    test = load_dataset(cfg.data.name, "test", cfg.profile, cfg.data.data_dir, cfg.data.options)
-    model = build_model(cfg, test.info)
-    model.load_state_dict(payload["model"])
-    model.to(dev).eval()
+    model.to(dev)
     if test.info.kind == "video":  # the memory format training uses: its convs are faster (bench --eval)
         channels_last(model)
     judge = judge_report = None

@@ -75,6 +75,19 @@ def logged_history(run_id: str, keys=("train/scc", "train/mi", "train/mi_ceiling
     return {k: [m.value for m in sorted(client.get_metric_history(run_id, k), key=lambda m: m.step)] for k in keys}
 
 
+def restore_run(run_id: str, dataset: str | None = None, uri: str | None = None, judge: bool = True):
+    """(config, test split, model in eval mode, its dataset's judge or None) of a finished run, for the scripts in
+    results/diagnostics/; `dataset`: the one dataset the caller reads (another run's is a clear error)."""
+    from benchmark.api import load_checkpoint, restore
+    from benchmark.judges import get_judge
+    cfg, test, model = restore(load_checkpoint(run_id, None, uri)[0])
+    if dataset is not None and cfg.data.name != dataset:
+        raise ValueError(f"run {run_id} trained on {cfg.data.name!r}; this diagnostic reads {dataset} runs only")
+    found = get_judge(cfg.data.name, cfg.profile, cfg.data.data_dir, options=cfg.data.options, tracking_uri=uri,
+                      progress=False, device="cpu")[0] if judge else None
+    return cfg, test, model, found
+
+
 REPORT_KEYS = ("recon_mse", "zf_std_across", "zt_std_across")  # then real_acc_*, recon_acc_* (reconstruction_report)
 
 
@@ -89,11 +102,11 @@ def logged_report(run) -> dict[str, float]:
 
 
 def diagnose_table(number: int, results: str | Path = "results", tracking_uri: str | None = None) -> Path:
-    from benchmark.api import load_checkpoint
+    from benchmark.api import load_checkpoint, restore
     from benchmark.config import RunConfig
     from benchmark.data import load_dataset
     from benchmark.judges import get_judge
-    from benchmark.zoo import MODELS, build_model
+    from benchmark.zoo import MODELS
     from metrics.protocols import PROTOCOLS
     results = Path(results)
     prov_path = results / f"table{number}_provenance.json"
@@ -107,10 +120,7 @@ def diagnose_table(number: int, results: str | Path = "results", tracking_uri: s
         test = None
         if not report and "encode" in getattr(MODELS.get(job["model"]).builder, "capabilities", ()):
             payload, _ = load_checkpoint(run_id=job["run_id"], tracking_uri=tracking_uri)  # evaluated before that
-            cfg = RunConfig.from_dict(payload["config"])
-            test = load_dataset(cfg.data.name, "test", cfg.profile, cfg.data.data_dir, cfg.data.options)
-            model = build_model(cfg, test.info)
-            model.load_state_dict(payload["model"])
+            cfg, test, model = restore(payload)
             judge = None
             if cfg.data.name in PROTOCOLS:
                 judge, _ = get_judge(cfg.data.name, cfg.profile, cfg.data.data_dir, options=cfg.data.options,

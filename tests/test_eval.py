@@ -60,6 +60,15 @@ def test_eval_logs_metrics_and_pictures_to_the_run(workdir, capsys):
     assert {"eval/swap.gif", "eval/samples.png", "eval/protocols.json"} <= arts
     assert main(["eval", "--run", run_id, "--passes", "1", "--max-sequences", "4"]) == 0
     assert client.get_run(run_id).data.tags["eval_sequences"] == "4", "a fixed subset of 4 test sequences"
+    # what the diagnostic scripts load: the run's test split, its weights in eval mode, its judge
+    from benchmark.api import load_checkpoint
+    from benchmark.diagnose import restore_run
+    cfg, test, model, judge = restore_run(run_id, "sprites")
+    saved = load_checkpoint(run_id)[0]["model"]
+    assert cfg.model.name == "s3vae" and test.split == "test" and not model.training and judge is not None
+    assert all(torch.equal(v, saved[k]) for k, v in model.state_dict().items())
+    with pytest.raises(ValueError, match="trained on 'sprites'; this diagnostic reads speech runs only"):
+        restore_run(run_id, "speech", judge=False)
 
 
 def test_eval_bad_input(workdir, capsys):

@@ -14,12 +14,9 @@ import time
 
 import torch
 
-from benchmark.api import load_checkpoint, protocol_batches
-from benchmark.config import RunConfig
-from benchmark.data import load_dataset
-from benchmark.judges import get_judge
+from benchmark.api import protocol_batches
+from benchmark.diagnose import restore_run
 from benchmark.tracking import git_info
-from benchmark.zoo import build_model
 
 uri = os.environ.get("MLFLOW_TRACKING_URI")
 out, runs = sys.argv[1], sys.argv[2:]
@@ -32,16 +29,7 @@ lines = ["# Sprites' action side: where z_f comes from", "",
          "(a) movement / direction | (b) movement / direction | (b) vs the z_f source: movement / direction |",
          "|---|---|---|---|---|---|---|---|---|---|"]
 for run in runs:
-    payload, _ = load_checkpoint(run, None, uri)
-    cfg = RunConfig.from_dict(payload["config"])
-    if cfg.data.name != "sprites":
-        sys.exit(f"error: run {run} trained on {cfg.data.name!r}; this diagnostic reads sprites runs only")
-    test = load_dataset("sprites", "test", cfg.profile, cfg.data.data_dir, cfg.data.options)
-    model = build_model(cfg, test.info)
-    model.load_state_dict(payload["model"])
-    model.eval()
-    judge, _ = get_judge("sprites", cfg.profile, cfg.data.data_dir, options=cfg.data.options, tracking_uri=uri,
-                         progress=False, device="cpu")
+    cfg, test, model, judge = restore_run(run, "sprites", uri)
     g = torch.Generator().manual_seed(0)
     with torch.inference_mode():
         batches = protocol_batches(test, 512, torch.device("cpu"))

@@ -12,11 +12,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-from benchmark.api import load_checkpoint, protocol_batches
-from benchmark.config import RunConfig
-from benchmark.data import load_dataset
+from benchmark.api import protocol_batches
+from benchmark.diagnose import restore_run
 from benchmark.tracking import git_info
-from benchmark.zoo import build_model
 from models import augment
 
 uri = os.environ.get("MLFLOW_TRACKING_URI")
@@ -28,12 +26,7 @@ lines = ["# SCC's hinge on posterior means and on samples, at trained weights", 
          "| run | model | dataset | z_f | hinge > 0 (% of sequences) | mean hinge | mean D(z_f, z_f⁺) | mean D(z_f, z_f⁻) |",
          "|---|---|---|---|---|---|---|---|"]
 for run in runs:
-    payload, _ = load_checkpoint(run, None, uri)
-    cfg = RunConfig.from_dict(payload["config"])
-    test = load_dataset(cfg.data.name, "test", cfg.profile, cfg.data.data_dir, cfg.data.options)
-    model = build_model(cfg, test.info)
-    model.load_state_dict(payload["model"])
-    model.eval()
+    cfg, test, model, _ = restore_run(run, uri=uri, judge=False)
     if not hasattr(model, "_static"):
         sys.exit(f"error: run {run} is a {cfg.model.name}; this diagnostic reads S3VAE-family runs (LSTM_f's z_f)")
     g = torch.Generator().manual_seed(0)

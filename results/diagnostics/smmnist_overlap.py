@@ -5,20 +5,10 @@ rendered on; box side benchmark.data.smmnist.DIGIT), and the misread digits by t
     python results/diagnostics/smmnist_overlap.py RUN_ID [OUT.md]   (from the repository root; env MLFLOW_TRACKING_URI)"""
 import os, sys, time, torch, numpy as np
 from benchmark.tracking import git_info
-from benchmark.api import load_checkpoint
-from benchmark.config import RunConfig
-from benchmark.data import load_dataset
+from benchmark.diagnose import restore_run
 from benchmark.data.smmnist import DIGIT
-from benchmark.zoo import build_model
-from benchmark.judges import get_judge
 run = sys.argv[1]
-payload, _ = load_checkpoint(run, None, os.environ.get("MLFLOW_TRACKING_URI"))
-cfg = RunConfig.from_dict(payload["config"])
-if cfg.data.name != "smmnist":
-    sys.exit(f"error: run {run} trained on {cfg.data.name!r}; this diagnostic reads smmnist runs only")
-test = load_dataset("smmnist", "test", cfg.profile, cfg.data.data_dir, cfg.data.options)
-model = build_model(cfg, test.info); model.load_state_dict(payload["model"]); model.eval()
-judge, _ = get_judge("smmnist", cfg.profile, cfg.data.data_dir, options=cfg.data.options, tracking_uri=os.environ.get("MLFLOW_TRACKING_URI"), progress=False, device="cpu")
+cfg, test, model, judge = restore_run(run, "smmnist", os.environ.get("MLFLOW_TRACKING_URI"))
 t = test.tensors
 pos = t["positions"].float()  # [N, T, 2 slots, 2 (y, x)]: top-left corners on the 64-pixel canvas (CANVAS)
 d = (pos[:, :, 0] - pos[:, :, 1]).abs()  # [N, T, 2]

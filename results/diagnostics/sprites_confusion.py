@@ -14,12 +14,10 @@ import numpy as np
 import torch
 
 import benchmark.data.sprites as S
-from benchmark.api import load_checkpoint, protocol_batches
-from benchmark.config import RunConfig
+from benchmark.api import protocol_batches
 from benchmark.data import load_dataset
-from benchmark.judges import get_judge
+from benchmark.diagnose import restore_run
 from benchmark.tracking import git_info
-from benchmark.zoo import build_model
 
 PALETTES = {"skin": S.SKIN, "top": S.TOP, "pants": S.PANTS, "hair": S.HAIR}
 
@@ -46,22 +44,13 @@ def probe_confusion(z_fit, y_fit, z_read, y_read, classes):
 
 uri = os.environ.get("MLFLOW_TRACKING_URI")
 out, runs = sys.argv[1], sys.argv[2:]
-lines = [f"# Sprites: colours merged on reconstructions", "",
+lines = ["# Sprites: colours merged on reconstructions", "",
          f"`python results/diagnostics/sprites_confusion.py {' '.join(sys.argv[1:])}` at commit "
          f"{git_info()['git_commit'][:10]} (dirty: {git_info()['git_dirty']}), "
          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Rows: true colour; columns: the judge's reading of "
          "the reconstruction.", ""]
 for run in runs:
-    payload, _ = load_checkpoint(run, None, uri)
-    cfg = RunConfig.from_dict(payload["config"])
-    if cfg.data.name != "sprites":
-        sys.exit(f"error: run {run} trained on {cfg.data.name!r}; this diagnostic reads sprites runs only")
-    test = load_dataset("sprites", "test", cfg.profile, cfg.data.data_dir, cfg.data.options)
-    model = build_model(cfg, test.info)
-    model.load_state_dict(payload["model"])
-    model.eval()
-    judge, _ = get_judge("sprites", cfg.profile, cfg.data.data_dir, options=cfg.data.options, tracking_uri=uri,
-                         progress=False, device="cpu")
+    cfg, test, model, judge = restore_run(run, "sprites", uri)
     cms = {f: np.zeros((len(p), len(p)), int) for f, p in PALETTES.items()}
     zf_test, y_test = [], {f: [] for f in PALETTES}
     with torch.inference_mode():
