@@ -165,7 +165,7 @@ def diagnostics_markdown(number: int, out: dict) -> list[str]:
           f"`{out['command']}` at commit {out.get('git_commit', '?')[:10]}.", ""]
     for d in dict.fromkeys(r["dataset"] for r in rows):  # one table per dataset: its label families differ
         rd = [r for r in rows if r["dataset"] == d]
-        # every run's keys, in first-seen order: models without a term (DSVAE has no SCC) show "—" there
+        # every run's keys, in first-seen order: models without a term (MoCoGAN, FHVAE log no SCC) show "—" there
         keys = [k for k in dict.fromkeys(k for r in rd for k in r) if k not in ("dataset", "model", "seed", "run_id", "how")]
         md += [f"## {d}", "", "| model | " + " | ".join(keys) + " |", "|---" * (1 + len(keys)) + "|"]
         for m in dict.fromkeys(r["model"] for r in rd):
@@ -175,7 +175,7 @@ def diagnostics_markdown(number: int, out: dict) -> list[str]:
         md.append("")
     if any("scc_active_pct" in r or "mi_of_ceiling" in r for r in rows):
         md += ["Regularisers during training (from each run's logged train/ terms, one batch every log_every steps): "
-               "`scc_active_pct` = % of batches whose SCC triplet hinge max(D(z_f, z_f⁺) − D(z_f, z_f⁻) + 1, 0) was > 0 "
+               "`scc_active_pct` = % of batches whose SCC triplet hinge max(D(z_f, z_f⁺) − D(z_f, z_f⁻) + m, 0) was > 0 "
                "(only those give z_f a gradient; models that train without SCC log it at weight 0, i.e. how often it "
                "would have acted), `scc_mean` its mean, `mi_of_ceiling` = mean MI estimate / its ceiling T·log M.", ""]
     for d, eer in reference.items():

@@ -226,12 +226,12 @@ def test_regulariser_activity_known_answer_and_models_without_the_term():
     a = regulariser_activity({"train/scc": [0.0, 0.0, 0.3, 0.0, 0.1], "train/mi": [10.0, 20.0],
                               "train/mi_ceiling": [20.0, 20.0]})
     assert a == pytest.approx({"scc_active_pct": 40.0, "scc_mean": 0.08, "mi_of_ceiling": 0.75})
-    assert regulariser_activity({"train/scc": [], "train/mi": [], "train/mi_ceiling": []}) == {}, "DSVAE logs no SCC"
-    rows = [{"dataset": "sprites", "model": "dsvae", "seed": 0, "run_id": "r", "recon_mse": 1.0},
+    assert regulariser_activity({"train/scc": [], "train/mi": [], "train/mi_ceiling": []}) == {}, "MoCoGAN logs no SCC"
+    rows = [{"dataset": "sprites", "model": "mocogan", "seed": 0, "run_id": "r", "recon_mse": 1.0},
             {"dataset": "sprites", "model": "s3vae", "seed": 0, "run_id": "q", "recon_mse": 2.0, **a}]
     md = "\n".join(diagnostics_markdown(1, {"runs": rows, "command": "c", "git_commit": "abc"}))
     assert "| model | recon_mse | scc_active_pct | scc_mean | mi_of_ceiling |" in md
-    assert "| dsvae | 1 ± 0 | — | — | — |" in md and "| s3vae | 2 ± 0 | 40 ± 0 | 0.08 ± 0 | 0.75 ± 0 |" in md
+    assert "| mocogan | 1 ± 0 | — | — | — |" in md and "| s3vae | 2 ± 0 | 40 ± 0 | 0.08 ± 0 | 0.75 ± 0 |" in md
     assert "only those give z_f a gradient" in md
 
 
