@@ -70,8 +70,16 @@ def regulariser_activity(history: dict[str, list[float]]) -> dict[str, float]:
     return out
 
 
-def logged_history(run_id: str, keys=("train/scc", "train/mi", "train/mi_ceiling"), uri: str | None = None):
+REGULARISER_KEYS = ("train/scc", "train/mi", "train/mi_ceiling")  # what `regulariser_activity` reads
+
+
+def logged_history(run_id: str, keys=REGULARISER_KEYS, uri: str | None = None) -> dict[str, list[float]] | None:
+    """Each key's logged values in step order; None where the run was imported with some of them as their last
+    value only (an export that did not carry those curves): a mean over one point would pass for the whole run."""
+    from benchmark.transfer import LAST_ONLY_TAG
     client = tracking.get_client(uri)
+    if set(client.get_run(run_id).data.tags.get(LAST_ONLY_TAG, "").split(",")) & set(keys):
+        return None
     return {k: [m.value for m in sorted(client.get_metric_history(run_id, k), key=lambda m: m.step)] for k in keys}
 
 
@@ -116,10 +124,11 @@ def diagnose_table(number: int, results: str | Path = "results", tracking_uri: s
     prov = json.loads(prov_path.read_text())
     rows, t0, reference = [], time.perf_counter(), {}
     for job in prov["jobs"]:
-        report = logged_report(tracking.find_run(job["run_id"], tracking_uri))  # the table's evaluation logged it
+        run = tracking.find_run(job["run_id"], tracking_uri)
+        report = logged_report(run)  # the table's evaluation logged it
         test = None
         if not report and "encode" in getattr(MODELS.get(job["model"]).builder, "capabilities", ()):
-            payload, _ = load_checkpoint(run_id=job["run_id"], tracking_uri=tracking_uri)  # evaluated before that
+            payload, _ = load_checkpoint(run_id=run.info.run_id, tracking_uri=tracking_uri)  # evaluated before that
             cfg, test, model = restore(payload)
             judge = None
             if cfg.data.name in PROTOCOLS:
@@ -127,12 +136,13 @@ def diagnose_table(number: int, results: str | Path = "results", tracking_uri: s
                                      tracking_uri=tracking_uri, progress=False)
             report = reconstruction_report(model, judge, test)
         if report:
-            rows.append({**job, **report, **regulariser_activity(logged_history(job["run_id"], uri=tracking_uri))})
+            history = logged_history(run.info.run_id, uri=tracking_uri)
+            rows.append({**job, **report, **(regulariser_activity(history) if history is not None else {})})
             print(f"[diagnose] {job['model']}/{job['dataset']} seed {job['seed']}", file=sys.stderr, flush=True)
         if job["dataset"] not in PROTOCOLS and job["dataset"] not in reference:  # speech: the raw-feature EER
             if test is None:
                 cfg = RunConfig.from_dict(json.loads(Path(tracking.download_artifact(
-                    job["run_id"], "config.json", tracking_uri)).read_text()))
+                    run.info.run_id, "config.json", tracking_uri)).read_text()))
                 test = load_dataset(cfg.data.name, "test", cfg.profile, cfg.data.data_dir, cfg.data.options)
             if "utterance" in test.tensors:
                 reference[job["dataset"]] = feature_eer(test)
@@ -146,10 +156,12 @@ def diagnose_table(number: int, results: str | Path = "results", tracking_uri: s
     return path
 
 
-def _mean_sd(values: list[float]) -> str:
+def _mean_sd(values: list[float], of: int | None = None) -> str:
+    """mean ± std; "—" for no values, and "(n = k)" where only k of the row's `of` seeds have one."""
     if not values:
         return "—"
-    return f"{np.mean(values):.3g} ± {np.std(values, ddof=1) if len(values) > 1 else 0:.2g}"
+    part = f" (n = {len(values)})" if of is not None and len(values) < of else ""
+    return f"{np.mean(values):.3g} ± {np.std(values, ddof=1) if len(values) > 1 else 0:.2g}{part}"
 
 
 def diagnostics_markdown(number: int, out: dict) -> list[str]:
@@ -170,14 +182,16 @@ def diagnostics_markdown(number: int, out: dict) -> list[str]:
         md += [f"## {d}", "", "| model | " + " | ".join(keys) + " |", "|---" * (1 + len(keys)) + "|"]
         for m in dict.fromkeys(r["model"] for r in rd):
             g = [r for r in rd if r["model"] == m]
-            cells = [_mean_sd([r[k] for r in g if k in r]) for k in keys]
+            cells = [_mean_sd([r[k] for r in g if k in r], len(g)) for k in keys]
             md.append(f"| {m} | " + " | ".join(cells) + " |")
         md.append("")
     if any("scc_active_pct" in r or "mi_of_ceiling" in r for r in rows):
         md += ["Regularisers during training (from each run's logged train/ terms, one batch every log_every steps): "
                "`scc_active_pct` = % of batches whose SCC triplet hinge max(D(z_f, z_f⁺) − D(z_f, z_f⁻) + m, 0) was > 0 "
                "(only those give z_f a gradient; models that train without SCC log it at weight 0, i.e. how often it "
-               "would have acted), `scc_mean` its mean, `mi_of_ceiling` = mean MI estimate / its ceiling T·log M.", ""]
+               "would have acted), `scc_mean` its mean, `mi_of_ceiling` = mean MI estimate / its ceiling T·log M. "
+               "\"—\" or \"(n = k)\": seeds without these — models that log no SCC (MoCoGAN, FHVAE), and runs imported "
+               "from an export that carried these terms as their last value only (`import-runs`).", ""]
     for d, eer in reference.items():
         md += ["", f"Reference for {d}: speaker verification EER of the input features themselves (each utterance "
                    f"embedded as its mean log-mel frame, the same cosine trials): {eer:.2f} %. A z_f EER below this "

@@ -139,20 +139,17 @@ def build(results: str | Path = "results") -> tuple[pd.DataFrame, list[dict]]:
 
 def _check_store(ids: list[str], uri: str | None) -> dict[str, str | None]:
     """run id -> a link (http(s) stores), "" (found) or None (not in the store)."""
-    from mlflow.exceptions import MlflowException
-
     from benchmark import tracking
     uri = tracking.resolve_uri(uri)
     tracking.health_check(uri)
-    client = tracking.get_client(uri)
     out = {}
     for i in ids:
         try:
-            run = client.get_run(i)
-        except MlflowException:
+            run = tracking.find_run(i, uri)  # or the run imported under that id
+        except tracking.TrackingError:
             out[i] = None
             continue
-        out[i] = f"{uri.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{i}" \
+        out[i] = f"{uri.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}" \
             if uri.startswith(("http://", "https://")) else ""
     return out
 

@@ -486,7 +486,7 @@ def run_table(number: int, profile: str = "cpu", seeds: int = 3, datasets=None, 
                                    f"run in {tracking.resolve_uri(tracking_uri)}")
             earlier = (run[0].info.end_time or 0) < started_ms  # finished before this command: reused
             done.append({"dataset": cell.dataset, "model": cell.model, "seed": cell.seed,
-                         "run_id": run[0].info.run_id,
+                         "run_id": tracking.stable_id(run[0]),  # an imported cell: the id it has everywhere
                          "how": mine.get(cell.key, "reused" if earlier else "other worker")})
         parent.log_text(json.dumps(done, indent=2), "jobs.json")
         wall = time.perf_counter() - t0

@@ -331,7 +331,19 @@ def download_artifact(run_id: str, path: str, uri: str | None = None) -> str:
     return get_client(uri).download_artifacts(run_id, path)
 
 
+IMPORTED_ID_TAG = "imported_run_id"  # `import-runs` gives a run a new id here and keeps its exported id in this tag
+
+
+def stable_id(run) -> str:
+    """The id a run has in every store: its exported id where it was imported (what provenance records)."""
+    return run.data.tags.get(IMPORTED_ID_TAG) or run.info.run_id
+
+
 def find_run(run_id: str, uri: str | None = None):
+    """The run of that id, or the run imported under it (table provenance records `stable_id`s, so a table
+    written in one store is diagnosed, plotted and ranked in another that imported its cells)."""
+    import re
+
     from mlflow.exceptions import MlflowException
     uri = resolve_uri(uri)
     health_check(uri)
@@ -339,7 +351,12 @@ def find_run(run_id: str, uri: str | None = None):
     try:
         return client.get_run(run_id)
     except MlflowException:
-        raise TrackingError(f"--run {run_id}: no such run in {uri}") from None
+        pass
+    found = search_runs(f"tags.{IMPORTED_ID_TAG} = '{run_id}'", uri, tuple(EXPERIMENTS)) \
+        if re.fullmatch(r"[0-9a-f]{32}", run_id) else []
+    if found:
+        return found[0]
+    raise TrackingError(f"--run {run_id}: no such run in {uri}") from None
 
 
 def search_runs(filter_string: str, uri: str | None = None, experiment: str | tuple = DEFAULT_EXPERIMENT) -> list:

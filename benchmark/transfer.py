@@ -1,8 +1,8 @@
 """Finished runs as a small JSON file and back: a table whose cells ran in several sittings on machines that do not
 share an MLflow store (each sitting exports its finished cells; the next imports them and reuses them by
 fingerprint, as if they had run there). What travels: tags (the fingerprint among them), params, the final value
-of every metric, the full history of the `val/` and `sys/` metrics (the learning curves) and the run's config
-text. Not the checkpoints: an imported run can be reported, diagnosed from its logged evaluation and plotted, not
+of every metric, the full history of the `val/` and `sys/` metrics (the learning curves) and of the regulariser
+terms `diagnose` reads, and the run's config text. Not the checkpoints: an imported run can be reported, diagnosed from its logged evaluation and plotted, not
 trained further."""
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from benchmark import tracking
 
 FORMAT = "s3vae-benchmark-runs/1"
 HISTORY_PREFIXES = ("val/", "sys/")  # whole curves; other metrics (train/ every log_every steps): the last value
-SOURCE_TAG = "imported_run_id"       # the run's id in the store it was exported from
+SOURCE_TAG = tracking.IMPORTED_ID_TAG  # the run's id in the store it was first exported from
+LAST_ONLY_TAG = "imported_last_only"  # the imported train/ series that came as their last value only
 
 
 def export_runs(filter_string: str, out: str | Path, uri: str | None = None) -> tuple[Path, int]:
@@ -35,10 +36,15 @@ def export_runs(filter_string: str, out: str | Path, uri: str | None = None) -> 
     return out, len(records)
 
 
+def _whole(key: str) -> bool:
+    from benchmark.diagnose import REGULARISER_KEYS
+    return key.startswith(HISTORY_PREFIXES) or key in REGULARISER_KEYS
+
+
 def _record(client, run) -> dict:
     metrics = {}
     for key, last in run.data.metrics.items():
-        if key.startswith(HISTORY_PREFIXES):
+        if _whole(key):
             metrics[key] = [[m.step, m.timestamp, m.value] for m in client.get_metric_history(run.info.run_id, key)]
         else:
             metrics[key] = [[0, run.info.end_time or 0, last]]
@@ -46,9 +52,13 @@ def _record(client, run) -> dict:
         config = Path(client.download_artifacts(run.info.run_id, "config.json")).read_text()
     except Exception:  # noqa: BLE001 - older runs have none; the params hold the same settings
         config = None
-    return {"run_id": run.info.run_id, "run_name": run.info.run_name, "status": run.info.status,
+    # a run imported here with some series as their last value only passes that on
+    last_only = {k for k in metrics if k.startswith("train/") and not _whole(k)}
+    last_only |= set(run.data.tags.get(LAST_ONLY_TAG, "").split(",")) - {""}
+    return {"run_id": tracking.stable_id(run), "run_name": run.info.run_name, "status": run.info.status,
             "start_time": run.info.start_time, "end_time": run.info.end_time,
-            "tags": dict(run.data.tags), "params": dict(run.data.params), "metrics": metrics, "config": config}
+            "tags": dict(run.data.tags), "params": dict(run.data.params), "metrics": metrics, "config": config,
+            "last_only": sorted(last_only)}
 
 
 def import_runs(paths, uri: str | None = None, experiment: str = tracking.DEFAULT_EXPERIMENT) -> dict[str, int]:
@@ -68,8 +78,11 @@ def import_runs(paths, uri: str | None = None, experiment: str = tracking.DEFAUL
                 counts["skipped"] += 1
                 continue
             tags = {k: v for k, v in rec["tags"].items() if k != "mlflow.parentRunId"}  # that parent is not here
+            # files written before "last_only" was recorded carried every train/ series as its last value
+            last_only = rec.get("last_only", sorted(k for k in rec["metrics"] if k.startswith("train/")))
             tags |= {SOURCE_TAG: rid, "imported_from": f"{data['exported_from']} ({Path(path).name})",
-                     "imported_parent_run_id": rec["tags"].get("mlflow.parentRunId", "")}
+                     "imported_parent_run_id": rec["tags"].get("mlflow.parentRunId", ""),
+                     LAST_ONLY_TAG: ",".join(last_only)}
             run = client.create_run(exp_id, start_time=rec["start_time"], run_name=rec["run_name"])
             params = [Param(k, v) for k, v in rec["params"].items()]
             metrics = [Metric(k, v, ts, step) for k, pts in rec["metrics"].items() for step, ts, v in pts]

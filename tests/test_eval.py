@@ -233,6 +233,9 @@ def test_regulariser_activity_known_answer_and_models_without_the_term():
     assert "| model | recon_mse | scc_active_pct | scc_mean | mi_of_ceiling |" in md
     assert "| mocogan | 1 ± 0 | — | — | — |" in md and "| s3vae | 2 ± 0 | 40 ± 0 | 0.08 ± 0 | 0.75 ± 0 |" in md
     assert "only those give z_f a gradient" in md
+    rows.append({"dataset": "sprites", "model": "s3vae", "seed": 1, "run_id": "p", "recon_mse": 4.0})  # imported, no curve
+    md = "\n".join(diagnostics_markdown(1, {"runs": rows, "command": "c", "git_commit": "abc"}))
+    assert "| s3vae | 3 ± 1.4 | 40 ± 0 (n = 1) | 0.08 ± 0 (n = 1) | 0.75 ± 0 (n = 1) |" in md, "a mean of fewer seeds says so"
 
 
 def test_gaussian_blur_known_answers():

@@ -305,8 +305,11 @@ def test_a_table_goes_on_in_another_store_from_its_exported_cells(workdir, tmp_p
     and `diagnose` works from the logged evaluation."""
     import shutil
     from benchmark import tracking
+    from benchmark.diagnose import logged_history, regulariser_activity
     first = run_table(3, "smoke", seeds=1, passes=1, out=workdir / "results", progress=False)
     mse = {j["model"]: tracking.find_run(j["run_id"]).data.metrics["eval/recon_mse"] for j in first["jobs"]}
+    activity = {j["model"]: regulariser_activity(logged_history(j["run_id"])) for j in first["jobs"]}
+    assert set(activity["s3vae"]) == {"scc_active_pct", "scc_mean", "mi_of_ceiling"}
     assert main(["export-runs", "--table", "3", "--out", "cells.json"]) == 0
     assert "(3 runs)" in capsys.readouterr().out
     elsewhere = tmp_path_factory.mktemp("elsewhere")
@@ -318,11 +321,30 @@ def test_a_table_goes_on_in_another_store_from_its_exported_cells(workdir, tmp_p
     assert "imported 0 runs, skipped 3" in capsys.readouterr().out, "importing twice adds nothing"
     again = run_table(3, "smoke", seeds=1, passes=1, out=elsewhere / "results", progress=False)
     assert {j["how"] for j in again["jobs"]} == {"reused"} and not (elsewhere / "checkpoints").exists()
+    assert {j["run_id"] for j in again["jobs"]} == {j["run_id"] for j in first["jobs"]}, "ids valid in every store"
     pd.testing.assert_frame_equal(pd.read_csv(elsewhere / "results" / "table3.csv"),
                                   pd.read_csv(workdir / "results" / "table3.csv"))
     assert main(["diagnose", "--table", "3"]) == 0
     diag = json.loads((elsewhere / "results" / "table3_diagnostics.json").read_text())
     assert {r["model"]: r["recon_mse"] for r in diag["runs"]} == mse and "speech" in diag["feature_eer"]
+    got = {r["model"]: r for r in diag["runs"]}
+    for model, want in activity.items():  # the regulariser curves travel whole: the same activity as at home
+        assert {k: got[model][k] for k in want} == pytest.approx(want)
+    # a file from before they travelled carried them as their last value: no activity from one point, "—"
+    old = json.loads((elsewhere / "cells.json").read_text())
+    for rec in old["runs"]:
+        del rec["last_only"]
+        rec["metrics"] = {k: v[-1:] if k.startswith("train/") else v for k, v in rec["metrics"].items()}
+    third = tmp_path_factory.mktemp("third")
+    (third / "cells.json").write_text(json.dumps(old))
+    shutil.copytree(elsewhere / "results", third / "results")
+    monkeypatch.chdir(third)
+    assert main(["import-runs", "cells.json"]) == 0 and main(["diagnose", "--table", "3"]) == 0
+    diag = json.loads((third / "results" / "table3_diagnostics.json").read_text())
+    assert {r["model"]: r["recon_mse"] for r in diag["runs"]} == mse
+    assert not any("mi_of_ceiling" in r or "scc_active_pct" in r for r in diag["runs"])
+    assert "| s3vae |" in (third / "results" / "table3_diagnostics.md").read_text()
+    monkeypatch.chdir(elsewhere)
     (elsewhere / "bad.json").write_text("{}")
     assert main(["import-runs", "bad.json"]) == 2
     assert "bad.json: expected a file written by `export-runs`" in capsys.readouterr().err
