@@ -78,7 +78,10 @@ def logged_history(run_id: str, keys=REGULARISER_KEYS, uri: str | None = None) -
     value only (an export that did not carry those curves): a mean over one point would pass for the whole run."""
     from benchmark.transfer import LAST_ONLY_TAG
     client = tracking.get_client(uri)
-    if set(client.get_run(run_id).data.tags.get(LAST_ONLY_TAG, "").split(",")) & set(keys):
+    tags = client.get_run(run_id).data.tags
+    if tracking.IMPORTED_ID_TAG in tags and LAST_ONLY_TAG not in tags:
+        return None  # imported before train/ curves could travel: every one came as its last value
+    if set(tags.get(LAST_ONLY_TAG, "").split(",")) & set(keys):
         return None
     return {k: [m.value for m in sorted(client.get_metric_history(run_id, k), key=lambda m: m.step)] for k in keys}
 
