@@ -604,8 +604,10 @@ def write_table(spec: TableSpec, per_seed: pd.DataFrame, out, provenance: dict) 
     if "judge_run_id" in per_seed:
         for d, g in per_seed[per_seed.judge_run_id.notna()].groupby("dataset"):
             acc_cols = [c for c in g.columns if c.startswith("judge_acc_")]
-            judges[d] = {c[len("judge_acc_"):]: float(g[c].iloc[0]) for c in acc_cols if pd.notna(g[c].iloc[0])}
-            judges[d]["judge_run_id"] = g["judge_run_id"].iloc[0]
+            # cells whose machines each trained the judge (same fingerprint, another run): every run named, and
+            # each head at its weakest, so a floor warning cannot hide behind the first run's
+            judges[d] = {c[len("judge_acc_"):]: float(g[c].min()) for c in acc_cols if g[c].notna().any()}
+            judges[d]["judge_run_id"] = ", ".join(dict.fromkeys(g["judge_run_id"]))
     from benchmark.judges import judge_warning
     warnings = [w for d, acc in judges.items() if (w := judge_warning(d, acc))]
     if warnings:  # at the top, where a reader starts

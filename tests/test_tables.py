@@ -171,6 +171,10 @@ def test_a_judge_below_its_floor_flags_the_table(tmp_path):
     assert f"WARNING: the faces judge is below its floor (expression 16.7 % on real test sequences, floor " \
            f"{JUDGE_FLOOR:g} %)" in md.splitlines()[2]
     assert json.loads((tmp_path / "table2_provenance.json").read_text())["judge_warnings"]
+    rows[-1] |= {"judge_run_id": "k", "judge_acc_expression": 99.0, "judge_acc_identity": 95.0}  # another machine's
+    write_table(get_table(2), pd.DataFrame(rows), tmp_path, prov)
+    judges = json.loads((tmp_path / "table2_provenance.json").read_text())["judges"]["faces"]
+    assert judges == {"identity": 95.0, "expression": 16.7, "judge_run_id": "j, k"}, "every judge run, weakest heads"
 
 
 # ------------------------------------------------------------------ real files: --data-dir / --data-option
