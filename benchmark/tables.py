@@ -615,6 +615,12 @@ def write_table(spec: TableSpec, per_seed: pd.DataFrame, out, provenance: dict) 
     md += ["## Judges (test accuracy, %)", ""] + [f"- {d}: " + ", ".join(
         f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in acc.items()) for d, acc in judges.items()]
     md += ["", f"Wall time: {provenance['wall_time_s'] / 60:.1f} min. Command: `{provenance['command']}`."]
+    if "how" in per_seed and "wall_time_s" in per_seed and (per_seed.how == "reused").any():
+        # the command's wall time leaves out what earlier sittings trained: say so, with the runs' own times
+        md[-1] += (f" {int((per_seed.how == 'reused').sum())} of {len(per_seed)} cells were reused from earlier "
+                   f"sittings; the runs' own training times add up to {per_seed.wall_time_s.sum() / 3600:.1f} h "
+                   f"(`wall_time_s` per seed in the provenance: a run's last sitting only, so an extended or resumed "
+                   f"run counts the steps that sitting added).")
     Path(f"{stem}.md").write_text("\n".join(md) + "\n")
     Path(f"{stem}.tex").write_text("\n".join(tex) + "\n")
     prov = {**provenance, "judges": judges, "judge_warnings": warnings, "hardware": hardware(),

@@ -175,6 +175,11 @@ def test_a_judge_below_its_floor_flags_the_table(tmp_path):
     write_table(get_table(2), pd.DataFrame(rows), tmp_path, prov)
     judges = json.loads((tmp_path / "table2_provenance.json").read_text())["judges"]["faces"]
     assert judges == {"identity": 95.0, "expression": 16.7, "judge_run_id": "j, k"}, "every judge run, weakest heads"
+    for i, r in enumerate(rows):  # a table written after its cells trained in earlier sittings
+        r |= {"how": "reused" if i < 4 else "trained", "wall_time_s": 300.0}
+    write_table(get_table(2), pd.DataFrame(rows), tmp_path, prov)
+    assert "4 of 6 cells were reused from earlier sittings; the runs' own training times add up to 0.5 h" in \
+        (tmp_path / "table2.md").read_text()
 
 
 # ------------------------------------------------------------------ real files: --data-dir / --data-option
