@@ -2,8 +2,8 @@
 share an MLflow store (each sitting exports its finished cells; the next imports them and reuses them by
 fingerprint, as if they had run there). What travels: tags (the fingerprint among them), params, the final value
 of every metric, the full history of the `val/` and `sys/` metrics (the learning curves) and of the regulariser
-terms `diagnose` reads, and the run's config text. Not the checkpoints: an imported run can be reported, diagnosed from its logged evaluation and plotted, not
-trained further."""
+terms `diagnose` reads, and the run's config text. Not the checkpoints: an imported run can be reported, diagnosed
+from its logged evaluation and plotted, not trained further."""
 from __future__ import annotations
 
 import json
@@ -52,9 +52,13 @@ def _record(client, run) -> dict:
         config = Path(client.download_artifacts(run.info.run_id, "config.json")).read_text()
     except Exception:  # noqa: BLE001 - older runs have none; the params hold the same settings
         config = None
-    # a run imported here with some series as their last value only passes that on
+    # a run imported here with some series as their last value only passes that on (imported by code older than
+    # the tag: every train/ series came that way)
     last_only = {k for k in metrics if k.startswith("train/") and not _whole(k)}
-    last_only |= set(run.data.tags.get(LAST_ONLY_TAG, "").split(",")) - {""}
+    tags = run.data.tags
+    if SOURCE_TAG in tags and LAST_ONLY_TAG not in tags:
+        last_only |= {k for k in metrics if k.startswith("train/")}
+    last_only |= set(tags.get(LAST_ONLY_TAG, "").split(",")) - {""}
     return {"run_id": tracking.stable_id(run), "run_name": run.info.run_name, "status": run.info.status,
             "start_time": run.info.start_time, "end_time": run.info.end_time,
             "tags": dict(run.data.tags), "params": dict(run.data.params), "metrics": metrics, "config": config,

@@ -318,6 +318,7 @@ def test_a_table_goes_on_in_another_store_from_its_exported_cells(workdir, tmp_p
     first = run_table(3, "smoke", seeds=1, passes=1, out=workdir / "results", progress=False)
     mse = {j["model"]: tracking.find_run(j["run_id"]).data.metrics["eval/recon_mse"] for j in first["jobs"]}
     activity = {j["model"]: regulariser_activity(logged_history(j["run_id"])) for j in first["jobs"]}
+    activity_ids = {j["model"]: j["run_id"] for j in first["jobs"]}
     assert set(activity["s3vae"]) == {"scc_active_pct", "scc_mean", "mi_of_ceiling"}
     assert main(["export-runs", "--table", "3", "--out", "cells.json"]) == 0
     assert "(3 runs)" in capsys.readouterr().out
@@ -357,6 +358,10 @@ def test_a_table_goes_on_in_another_store_from_its_exported_cells(workdir, tmp_p
     assert main(["diagnose", "--table", "3"]) == 0
     diag = json.loads((third / "results" / "table3_diagnostics.json").read_text())
     assert not any("mi_of_ceiling" in r or "scc_active_pct" in r for r in diag["runs"])
+    assert main(["export-runs", "--table", "3", "--out", "again.json"]) == 0  # passed on, never laundered
+    again = {r["run_id"]: r for r in json.loads((third / "again.json").read_text())["runs"]}
+    assert set(again) == {j["run_id"] for j in first["jobs"]}
+    assert {"train/mi", "train/mi_ceiling", "train/scc"} <= set(again[activity_ids["s3vae"]]["last_only"])
     assert "| s3vae |" in (third / "results" / "table3_diagnostics.md").read_text()
     monkeypatch.chdir(elsewhere)
     (elsewhere / "bad.json").write_text("{}")
