@@ -39,6 +39,42 @@ def source_hash() -> str:
     return h.hexdigest()[:16]
 
 
+def _learning_code() -> tuple:
+    """The code outside `source_hash` that still decides what a model learns: the objective's weighting, the
+    KL warm-up, the learning-rate schedule, the batch order, the seeds, the model build and the step itself.
+    Not in the fingerprint (adding it would retrain every finished cell); recorded per run instead
+    (`LEARNING_CODE_TAG`) so that a table reusing a run trained under other code says so (`learning_code_drift`).
+    Listed function by function, not whole files, so a change to progress bars or checkpoint copies is no alarm."""
+    from benchmark import seeding, trainer, zoo
+    return (trainer.weighted_total, trainer.kl_warmup_weights, *trainer.LR_SCHEDULES.values(), trainer.Batches,
+            trainer.Trainer._step, trainer.Trainer._set_lr, seeding.seed_everything, seeding.derive, zoo.build_model)
+
+
+LEARNING_CODE_TAG = "learning_code"
+
+
+@functools.lru_cache(maxsize=None)
+def learning_code_hash() -> str:
+    """Hash of `_learning_code()`'s source, as a run records it at creation (tag `learning_code`)."""
+    import hashlib
+    import inspect
+    h = hashlib.sha256()
+    for obj in _learning_code():
+        h.update(inspect.getsource(obj).encode())
+    return h.hexdigest()[:16]
+
+
+def learning_code_drift(run) -> str | None:
+    """Why reusing `run` may not be what this code would train (its `learning_code` tag differs from this
+    tree's), or None: the same code, or a run from before the tag (unknown, not flagged)."""
+    was = run.data.tags.get(LEARNING_CODE_TAG)
+    if not was or was == learning_code_hash():
+        return None
+    return (f"run {run.info.run_id} trained under other learning code (tag {LEARNING_CODE_TAG}={was}, this tree "
+            f"{learning_code_hash()}: a function of `api._learning_code` in benchmark/trainer.py, seeding.py or "
+            "zoo.py changed since); its cell is reused as it is, `--force` retrains it")
+
+
 def run_fingerprint(cfg: RunConfig, dataset_fingerprint: str) -> str:
     """What makes two runs the same: config, data, code, and the precision `auto` resolves to here (a bf16 run on
     an AVX-512 machine is not an fp32 one on an AVX2 machine, though both asked for auto)."""
@@ -96,7 +132,8 @@ def train(cfg: RunConfig, resume: str | None = None, tracking_uri: str | None = 
         run.set_tags(run_tags(cfg, dataset, trainer.device) | {"precision": trainer.precision,
                                                                "checkpoint_dir": str(ckpt_dir), "val_held_out": held_out}
                      | ({"extended_from": extends} if extends else {}) | (extra_tags or {}))
-        if run_id is None:
+        if run_id is None:  # the code of a run's first step (a resumed run keeps it)
+            run.set_tags({LEARNING_CODE_TAG: learning_code_hash()})
             run.log_params(logged_params(cfg))
             run.log_text(cfg.to_json(), "config.json")
             if extends:

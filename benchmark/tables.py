@@ -12,8 +12,8 @@ from pathlib import Path
 import pandas as pd
 
 from benchmark import tracking
-from benchmark.api import (evaluate, extension_point, has_checkpoint, logged_params, resume_point, run_fingerprint,
-                           train)
+from benchmark.api import (evaluate, extension_point, has_checkpoint, learning_code_drift, logged_params,
+                           resume_point, run_fingerprint, train)
 from benchmark.config import parse_overrides, resolve_config
 from benchmark.data import load_dataset
 from benchmark.profiles import get_profile
@@ -113,6 +113,13 @@ def training_data(cfg, profile, loaded: dict | None = None):
     return loaded[where]
 
 
+def _warn_drift(run) -> None:
+    """A run reused, evaluated, resumed or extended under other learning code is said out loud, not silently
+    (once per sitting: `run_table` checks the cells' own runs, `run_job` the run a raised budget goes on from)."""
+    if why := learning_code_drift(run):
+        print(f"warning: {why}", file=sys.stderr)
+
+
 def run_job(spec, dataset, model, seed, profile, parent_id, tracking_uri, force, passes, progress):
     """One (model, dataset, seed) cell: reuse a finished+evaluated run, evaluate a finished one,
     resume an interrupted one from its checkpoint, go on from a finished run of a smaller budget
@@ -138,6 +145,7 @@ def run_job(spec, dataset, model, seed, profile, parent_id, tracking_uri, force,
                            progress=progress)["run_id"]
             how = "resumed"
         elif go_on:
+            _warn_drift(shorter[0])
             run_id = train(cfg, resume=go_on, extends=shorter[0].info.run_id,
                            tracking_uri=tracking_uri, progress=progress, parent_run_id=parent_id,
                            extra_tags={"table": spec.number})["run_id"]
@@ -231,6 +239,7 @@ def plan_table(number, profile: str = "cpu", seeds: int = 3, datasets=None, mode
             pace, source = own, "this run so far"
         rows.append({"dataset": dataset, "model": model, "seed": seed, "state": state,
                      "run_id": run.info.run_id if run else "", "steps": steps, "at_step": at,
+                     "code_changed": bool(run and learning_code_drift(run)),
                      "s_per_step": pace, "pace_from": source, "minutes_left": max(steps - at, 0) * pace / 60})
     return pd.DataFrame(rows)
 
@@ -252,6 +261,12 @@ def format_plan(plan: pd.DataFrame, number) -> str:
               f"training left: {todo.minutes_left.sum() / 60:.1f} h at the store's measured paces"
               + (f", plus {unknown} cell(s) with no run of their config to time them" if unknown else "")
               + " (evaluation not included)"]
+    if plan.code_changed.any():
+        changed = plan[plan.code_changed]
+        lines.append(f"learning code changed since {len(changed)} cell(s) trained ("
+                     + ", ".join(f"{r.dataset}/{r.model}/s{r.seed} run {r.run_id[:8]}" for r in changed.itertuples())
+                     + "): a function of `api._learning_code` differs from theirs; they are reused as they are, "
+                     "`--force` retrains")
     return "\n".join(lines)
 
 
@@ -421,6 +436,11 @@ def run_table(number: int, profile: str = "cpu", seeds: int = 3, datasets=None, 
     loaded = {}  # each dataset loaded once for all its cells' fingerprints
     cells = [Cell(d, m, s, cell_fingerprint(spec, d, m, s, profile, loaded)[1]) for d, m, s in jobs]
     del loaded
+    if not force:  # the runs this sitting would reuse, evaluate or resume, checked before any work
+        for cell in cells:
+            runs = tracking.search_runs(f"tags.fingerprint = '{cell.fingerprint}'", tracking_uri)
+            if run := next((r for r in runs if r.info.status in ("FINISHED", "RUNNING", "KILLED")), None):
+                _warn_drift(run)
     # one queue per set of cells: new code or config is a new queue; --force a fresh one (retrain everything)
     digest = hashlib.sha256("\n".join(c.key for c in cells).encode()).hexdigest()[:12]
     name = f"table{number}-{profile}-{digest}" + (f"-force-{time.time_ns()}" if force else "")

@@ -436,6 +436,38 @@ def test_plan_shows_each_cells_state_and_the_training_left_without_running_anyth
     assert format_plan(plan.reset_index(), 3).count("\n| speech |") == 6
 
 
+def test_a_run_trained_under_other_learning_code_is_flagged_when_a_table_reuses_it(workdir, capsys, monkeypatch):
+    """A run records the hash of the unfingerprinted code that decides what it learns (`api._learning_code`) at
+    creation; when that code has changed since (here: the tag rewritten, as an older tree would have left it),
+    `--plan` names the cell and the sitting that reuses it warns, instead of reusing it silently. The hash
+    itself follows the listed functions' source (known answer: another function list, another hash)."""
+    from benchmark import api, tracking
+    from benchmark.tables import format_plan, plan_table
+    run_table(3, "smoke", seeds=1, passes=1, out=workdir / "results", progress=False, stop_after_min=1e-4)
+    run_id = tracking.search_runs("attributes.status = 'FINISHED' and tags.kind = 'train'")[0].info.run_id
+    client = tracking.get_client()
+    assert client.get_run(run_id).data.tags[api.LEARNING_CODE_TAG] == api.learning_code_hash()
+    assert not plan_table(3, "smoke", seeds=1).code_changed.any()
+    client.set_tag(run_id, api.LEARNING_CODE_TAG, "0123456789abcdef")
+    plan = plan_table(3, "smoke", seeds=1)
+    assert plan.code_changed.tolist() == [r == run_id for r in plan.run_id]
+    assert f"learning code changed since 1 cell(s) trained (speech/fhvae/s0 run {run_id[:8]})" in format_plan(plan, 3)
+    capsys.readouterr()
+    run_table(3, "smoke", seeds=1, passes=1, out=workdir / "results", progress=False, stop_after_min=1e-4)
+    assert f"warning: run {run_id} trained under other learning code" in capsys.readouterr().err
+    client.set_tag(run_id, api.LEARNING_CODE_TAG, "")  # a run from before the tag: unknown, not flagged
+    assert api.learning_code_drift(client.get_run(run_id)) is None
+    was, listed = api.learning_code_hash(), api._learning_code
+    monkeypatch.setattr(api, "_learning_code", lambda: listed()[:-1])
+    api.learning_code_hash.cache_clear()
+    try:
+        assert api.learning_code_hash() != was
+    finally:
+        monkeypatch.undo()
+        api.learning_code_hash.cache_clear()
+    assert api.learning_code_hash() == was
+
+
 def test_a_raised_budget_goes_on_from_the_finished_run_and_equals_training_from_zero(workdir, monkeypatch):
     """Known answer: a cell trained to 2 steps, then its budget raised to 5 (crossing an epoch of 3 steps): the plan
     says `extend` from the 2-step run, the sitting goes on from its checkpoint (`how == extended`, a new run
