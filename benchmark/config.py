@@ -211,6 +211,8 @@ def resolve_config(model: str, dataset: str, profile: str = "cpu", seed: int = 0
         set_dotted(cfg, f"train.{k}", v, parse=False)
     for k, v in prof.model_for(dataset).items():
         set_dotted(cfg, f"model.{k}", v, parse=False)
+    for k, v in prof.loss_for(dataset, model).items():
+        set_dotted(cfg, f"loss.{k}", v, parse=False)
     cfg.model.d_zf, cfg.model.d_zt = prof.latent[dataset]
     for k, v in entry.defaults.items():
         set_dotted(cfg, k, v, parse=False)

@@ -234,3 +234,14 @@ def test_cpu_budget_per_dataset_and_per_model():
     assert resolve_config("mocogan", "faces", "cpu").train.max_steps == 18000
     assert resolve_config("cdsvae", "faces", "cpu").train.max_steps == 18000  # faces' own budget
     assert resolve_config("cdsvae", "sprites", "paper").train.max_steps == 0  # the paper's epochs
+
+
+def test_cpu_loss_recipe_per_dataset_and_per_model():
+    """Sprites' KL warm-up applies to every sprites VAE, not to MoCoGAN (no KL term), not to other datasets or
+    the paper profile; a user's -o still wins over the profile."""
+    from benchmark.config import resolve_config
+    assert [resolve_config(m, "sprites", "cpu").loss.kl_warmup for m in ("s3vae", "baseline", "dsvae", "baseline-sv",
+                                                                          "mocogan")] == [2000, 2000, 2000, 2000, 0]
+    assert resolve_config("s3vae", "faces", "cpu").loss.kl_warmup == 0
+    assert resolve_config("s3vae", "sprites", "paper").loss.kl_warmup == 0
+    assert resolve_config("s3vae", "sprites", "cpu", overrides={"loss.kl_warmup": "0"}).loss.kl_warmup == 0
