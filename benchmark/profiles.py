@@ -119,12 +119,9 @@ PROFILES = {
         # MoCoGAN has no reconstructions; its val protocol Acc is past its knee by ~3,000 steps (86-94 from
         # 3,000 to 6,000, Table 1 sprites seed 0, run e620db54)
         train_per_model={"mocogan/sprites": dict(max_steps=6000)},
-        # sprites' closest pants colours (brown / maroon) merge in the encoder by ~2,000 steps in every VAE run and
-        # part at a different step per seed, one baseline seed not by 15,000 (docs/assumptions.md, "KL warm-up"):
-        # the KL terms' weights rise from 0 over the first 2,000 steps for every sprites VAE. MoCoGAN has no KL
-        # term, so the warm-up does not apply to it (0 keeps its config, and so its finished cells)
-        loss_per_dataset={"sprites": dict(kl_warmup=2000)},
-        loss_per_model={"mocogan/sprites": dict(kl_warmup=0)},
+        # no loss recipe per dataset (`loss_per_dataset`): a 2,000-step KL warm-up for sprites was tried and moves
+        # the pants plateau from one baseline seed to another instead of removing it (docs/assumptions.md,
+        # "KL warm-up")
         # 2 sides x 3 passes over sprites' 2,664 test sequences took 319 s per run; 256 sequences
         # keep the per-pass standard error of an accuracy near 3 points (faces' test split is smaller)
         eval=dict(max_sequences=256, val_sequences=256, val_passes=1),

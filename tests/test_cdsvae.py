@@ -236,12 +236,15 @@ def test_cpu_budget_per_dataset_and_per_model():
     assert resolve_config("cdsvae", "sprites", "paper").train.max_steps == 0  # the paper's epochs
 
 
-def test_cpu_loss_recipe_per_dataset_and_per_model():
-    """Sprites' KL warm-up applies to every sprites VAE, not to MoCoGAN (no KL term), not to other datasets or
-    the paper profile; a user's -o still wins over the profile."""
+def test_loss_recipe_per_dataset_and_per_model(monkeypatch):
+    """A profile's loss settings per dataset apply to every model on that dataset, a model's own over them, not to
+    other datasets; a user's -o still wins. The cpu profile sets none now (the sprites KL warm-up was reverted)."""
     from benchmark.config import resolve_config
+    from benchmark.profiles import PROFILES
+    assert resolve_config("s3vae", "sprites", "cpu").loss.kl_warmup == 0
+    monkeypatch.setattr(PROFILES["cpu"], "loss_per_dataset", {"sprites": {"kl_warmup": 2000}})
+    monkeypatch.setattr(PROFILES["cpu"], "loss_per_model", {"mocogan/sprites": {"kl_warmup": 0}})
     assert [resolve_config(m, "sprites", "cpu").loss.kl_warmup for m in ("s3vae", "baseline", "dsvae", "baseline-sv",
                                                                           "mocogan")] == [2000, 2000, 2000, 2000, 0]
     assert resolve_config("s3vae", "faces", "cpu").loss.kl_warmup == 0
-    assert resolve_config("s3vae", "sprites", "paper").loss.kl_warmup == 0
     assert resolve_config("s3vae", "sprites", "cpu", overrides={"loss.kl_warmup": "0"}).loss.kl_warmup == 0
