@@ -75,10 +75,28 @@ def cmd_data(args):
         print(f"wrote {path}")
 
 
+def _continued_config(args, checkpoint: str):
+    """The config a continued run goes on with: the one it trained under (its checkpoint's), with only this
+    command's -o / --precision / --device / --data-dir over it. Not the profile as it is now: a profile changed
+    since would tag the run with a fingerprint of settings it never trained under."""
+    from benchmark.config import RunConfig, parse_overrides, set_dotted
+    from benchmark.safeload import load_data
+    cfg = RunConfig.from_dict(load_data(checkpoint, "--continue")["config"])
+    if (args.model, args.dataset) != (cfg.model.name, cfg.data.name):
+        raise ValueError(f"--continue: the run trained {cfg.model.name} on {cfg.data.name} (profile "
+                         f"{cfg.profile}), not --model {args.model} --dataset {args.dataset}; give the run's")
+    overrides = parse_overrides(args.override)
+    for flag, key in (("data_dir", "data.data_dir"), ("device", "train.device"), ("precision", "train.precision")):
+        if getattr(args, flag, None) is not None:
+            overrides[key] = getattr(args, flag)
+    for k, v in overrides.items():
+        set_dotted(cfg, k, v)
+    return cfg
+
+
 def cmd_train(args):
     from benchmark.api import train
     from benchmark.config import parse_overrides
-    cfg = _config(args)
     resume, run_id = args.resume, None
     if args.continue_run:  # the same MLflow run goes on, so its learning curves stay one line
         from benchmark import tracking
@@ -89,6 +107,9 @@ def cmd_train(args):
             raise SystemExit(f"error: --continue {run_id}: no last.pt or final.pt in the run's checkpoint_dir "
                              f"{run.data.tags.get('checkpoint_dir')!r} (relative to where it trained) nor among "
                              "its MLflow artifacts (checkpoints/)")
+        cfg = _continued_config(args, resume)
+    else:
+        cfg = _config(args)
     summary = train(cfg, resume=resume, tracking_uri=args.tracking_uri, run_id=run_id,
                     extra_tags=parse_overrides(args.tag) if args.tag else None)
     print(json.dumps(summary, indent=2))

@@ -41,13 +41,16 @@ def source_hash() -> str:
 
 def _learning_code() -> tuple:
     """The code outside `source_hash` that still decides what a model learns: the objective's weighting, the
-    KL warm-up, the learning-rate schedule, the batch order, the seeds, the model build and the step itself.
-    Not in the fingerprint (adding it would retrain every finished cell); recorded per run instead
+    KL warm-up, the learning-rate schedule, the batch order, the seeds, the model build, the step and the loop
+    around it, and what makes a resumed run exact (checkpoint loading, RNG states). Not in the fingerprint (adding it would retrain every finished cell); recorded per run instead
     (`LEARNING_CODE_TAG`) so that a table reusing a run trained under other code says so (`learning_code_drift`).
-    Listed function by function, not whole files, so a change to progress bars or checkpoint copies is no alarm."""
+    Listed function by function, not whole files, so a change elsewhere there (checkpoint copies, figures) is no
+    alarm; `api.train`'s own wiring is not listed (mostly tracking)."""
     from benchmark import seeding, trainer, zoo
+    T = trainer.Trainer
     return (trainer.weighted_total, trainer.kl_warmup_weights, *trainer.LR_SCHEDULES.values(), trainer.Batches,
-            trainer.Trainer._step, trainer.Trainer._set_lr, seeding.seed_everything, seeding.derive, zoo.build_model)
+            T.__init__, T.fit, T._step, T._set_lr, T.load_checkpoint, trainer.match_param_layout,
+            seeding.seed_everything, seeding.derive, seeding.rng_state, seeding.set_rng_state, zoo.build_model)
 
 
 LEARNING_CODE_TAG = "learning_code"
@@ -64,6 +67,21 @@ def learning_code_hash() -> str:
     return h.hexdigest()[:16]
 
 
+learning_code_hash()  # now, at import: the code this process runs, not the files as they may be edited later
+
+
+def learning_code_tag(earlier: str | None, continued: bool) -> str | None:
+    """The `learning_code` tag of a run: this tree's hash for a new run; for one that goes on from earlier steps
+    (resumed, or extended from a smaller budget) with tag `earlier`: the same where that code was this one,
+    "EARLIER+THIS" where it was not (mixed code, flagged from then on), none where it is unknown."""
+    now = learning_code_hash()
+    if not continued or earlier == now:
+        return now
+    if not earlier or now in earlier.split("+"):
+        return earlier or None
+    return f"{earlier}+{now}"
+
+
 def learning_code_drift(run) -> str | None:
     """Why reusing `run` may not be what this code would train (its `learning_code` tag differs from this
     tree's), or None: the same code, or a run from before the tag (unknown, not flagged)."""
@@ -72,7 +90,9 @@ def learning_code_drift(run) -> str | None:
         return None
     return (f"run {run.info.run_id} trained under other learning code (tag {LEARNING_CODE_TAG}={was}, this tree "
             f"{learning_code_hash()}: a function of `api._learning_code` in benchmark/trainer.py, seeding.py or "
-            "zoo.py changed since); its cell is reused as it is, `--force` retrains it")
+            "zoo.py changed since; A+B: its steps ran under both); a table takes it as it is. To train that cell "
+            "again under this code, delete the run (`mlflow runs delete --run-id ID`) and rerun; `--force` "
+            "retrains every cell of the command")
 
 
 def run_fingerprint(cfg: RunConfig, dataset_fingerprint: str) -> str:
@@ -132,8 +152,12 @@ def train(cfg: RunConfig, resume: str | None = None, tracking_uri: str | None = 
         run.set_tags(run_tags(cfg, dataset, trainer.device) | {"precision": trainer.precision,
                                                                "checkpoint_dir": str(ckpt_dir), "val_held_out": held_out}
                      | ({"extended_from": extends} if extends else {}) | (extra_tags or {}))
-        if run_id is None:  # the code of a run's first step (a resumed run keeps it)
-            run.set_tags({LEARNING_CODE_TAG: learning_code_hash()})
+        earlier = run_id or extends  # the run whose steps this one goes on from, if any
+        code = learning_code_tag(tracking.find_run(earlier, tracking_uri).data.tags.get(LEARNING_CODE_TAG)
+                                 if earlier else learning_code_hash(), continued=bool(earlier))
+        if code:
+            run.set_tags({LEARNING_CODE_TAG: code})
+        if run_id is None:
             run.log_params(logged_params(cfg))
             run.log_text(cfg.to_json(), "config.json")
             if extends:

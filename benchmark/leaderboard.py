@@ -176,9 +176,14 @@ def _source_line(s: dict) -> str:
 
 
 def _budget_note(sources: list[dict], profile: str, dataset: str) -> list[str]:
-    """A warning where the tables behind one ranking trained this dataset at different budgets."""
-    budgets = {s["table"]: json.dumps(s["prov"].get("budget", {}).get(dataset, {}), sort_keys=True)
-               for s in sources if (s["profile"] or "?") == profile and dataset in s["datasets"]}
+    """A warning where the tables behind one ranking trained this dataset at different budgets: their budget
+    overrides, and where every one of them records it, the recipe all their models shared (`tables.recipe_of`)."""
+    ranked = [s for s in sources if (s["profile"] or "?") == profile and dataset in s["datasets"]]
+    recipes = {s["table"]: s["prov"].get("recipe", {}).get(dataset, {}).get("all") for s in ranked}
+    with_recipe = all(r is not None for r in recipes.values())
+    budgets = {s["table"]: json.dumps({**s["prov"].get("budget", {}).get(dataset, {}),
+                                       **(recipes[s["table"]] if with_recipe else {})}, sort_keys=True)
+               for s in ranked}
     if len(set(budgets.values())) < 2:
         return []
     return ["**Budgets differ between the tables ranked here** (" + "; ".join(

@@ -307,6 +307,18 @@ def run_sweep(spec: SweepSpec, workers: int = 1, out: str | Path = "results/swee
 
 
 # ------------------------------------------------------------------------------------------ report
+def _trained_config(run_id: str | None, tracking_uri: str | None):
+    """The config a trial's MLflow run logged (`config.json`), or None where it has none to read."""
+    from benchmark.config import RunConfig
+    if not run_id:
+        return None
+    try:
+        return RunConfig.from_dict(json.loads(Path(tracking.download_artifact(run_id, "config.json",
+                                                                                tracking_uri)).read_text()))
+    except Exception:  # noqa: BLE001 - a store without the run or its artifact: the config as resolved today
+        return None
+
+
 def report_study(study_name: str, storage: str = DEFAULT_STORAGE, out: str | Path = "results/sweeps",
                  tracking_uri: str | None = None) -> dict:
     """Optimisation history, parameter importances, λ-vs-metric figure, trial table, best config;
@@ -356,8 +368,16 @@ def report_study(study_name: str, storage: str = DEFAULT_STORAGE, out: str | Pat
         best = study.best_trial
         summary["best"] = {"number": best.number, "value": best.value, "params": best.params,
                            "mlflow_run_id": best.user_attrs.get("mlflow_run_id")}
-        overrides = {**json.loads(attrs.get("overrides", "{}")), **best.params}
+        # what the trial's config was resolved from (`Objective.__call__`): the space's fixed settings too
+        overrides = {**space.fixed, **json.loads(attrs.get("overrides", "{}")), **best.params, "train.eval_every": 0}
         cfg = resolve_config(attrs["model"], attrs["dataset"], attrs["profile"], attrs.get("seed", 0), overrides)
+        trained = _trained_config(best.user_attrs.get("mlflow_run_id"), tracking_uri)
+        if trained is not None and trained.to_dict() != cfg.to_dict():
+            # the profile (or a default) changed since the trial ran: keep what it trained, say the rerun differs
+            summary["rerun_differs"] = ("the profile or a default changed since this trial trained: "
+                                        "best_config.json is the config it trained under, the rerun command "
+                                        "trains under today's")
+            cfg = trained
         (out / "best_config.json").write_text(cfg.to_json())
         summary["rerun"] = (f"python -m benchmark train --model {attrs['model']} --dataset {attrs['dataset']} "
                             f"--profile {attrs['profile']} --seed {attrs.get('seed', 0)} "
@@ -436,7 +456,8 @@ def _write_md(path: Path, summary: dict, df) -> None:
         lines += ["", f"Best: trial {b['number']}, {summary['metric']} = {b['value']:.2f}, "
                       + ", ".join(f"{k} = {v:.4g}" for k, v in b["params"].items())
                   + " (paper: " + ", ".join(f"{k} = {v:g}" for k, v in summary["paper_lambdas"].items()) + ")",
-                  "", f"Rerun: `{summary['rerun']}`"]
+                  "", f"Rerun: `{summary['rerun']}`" + (f" ({summary['rerun_differs']})"
+                                                        if summary.get("rerun_differs") else "")]
     if len(df):
         lines += ["", "| trial | state | value | " + " | ".join(c for c in df.columns if c.startswith("loss.")) + " |",
                   "|---" * (3 + sum(c.startswith("loss.") for c in df.columns)) + "|"]

@@ -182,6 +182,18 @@ def _last_point(client, run_id: str, key: str) -> tuple[int, float] | None:
     return max(((m.step, m.value) for m in client.get_metric_history(run_id, key)), default=None)
 
 
+def cell_run(runs, metric: str, client) -> tuple[str, object]:
+    """(state, run) of a cell from its runs (same fingerprint), as a sitting takes them: `done` (finished and
+    evaluated: reused), `evaluate` (finished), `started` (unfinished with a checkpoint: resumed), else
+    ("train", None). One rule for `plan_table` and the sitting's learning-code check (`run_table`)."""
+    if done := _finished_eval(runs, metric):
+        return "done", done[0]
+    if finished := [r for r in runs if r.info.status == "FINISHED"]:
+        return "evaluate", finished[0]
+    started = [r for r in runs if r.info.status in ("RUNNING", "KILLED") and has_checkpoint(client, r)]
+    return ("started", started[0]) if started else ("train", None)
+
+
 def run_pace(client, run) -> float | None:
     """Training seconds per step of a run (evaluation excluded): its final `sys/train_time_s`, else (unfinished)
     its latest `val/train_time_s`, over that step."""
@@ -212,16 +224,12 @@ def plan_table(number, profile: str = "cpu", seeds: int = 3, datasets=None, mode
     for dataset, model, seed in jobs:
         cfg, fp = cell_fingerprint(spec, dataset, model, seed, profile, loaded)
         steps = step_budget(cfg.train, len(training_data(cfg, profile, loaded)) // cfg.train.batch_size)
-        runs = tracking.search_runs(f"tags.fingerprint = '{fp}'", uri)
-        done = _finished_eval(runs, spec.metrics[0])
-        finished = [r for r in runs if r.info.status == "FINISHED"]
-        started = [r for r in runs if r.info.status in ("RUNNING", "KILLED") and has_checkpoint(client, r)]
-        state, run, at = "train", None, 0
-        if done or finished:
-            state, run, at = ("done" if done else "evaluate"), (done or finished)[0], steps
-        elif started:
-            run = started[0]
-            state, at = "started", (_last_point(client, run.info.run_id, "train/total") or (0, 0))[0]
+        state, run = cell_run(tracking.search_runs(f"tags.fingerprint = '{fp}'", uri), spec.metrics[0], client)
+        at = 0
+        if state in ("done", "evaluate"):
+            at = steps
+        elif state == "started":
+            at = (_last_point(client, run.info.run_id, "train/total") or (0, 0))[0]
         elif shorter := extension_point(cfg, training_data(cfg, profile, loaded), uri):
             (run, at), state = shorter, "extend"
         wanted = {k: str(v) for k, v in logged_params(cfg).items() if k in PACE_KEYS}
@@ -263,10 +271,13 @@ def format_plan(plan: pd.DataFrame, number) -> str:
               + " (evaluation not included)"]
     if plan.code_changed.any():
         changed = plan[plan.code_changed]
-        lines.append(f"learning code changed since {len(changed)} cell(s) trained ("
-                     + ", ".join(f"{r.dataset}/{r.model}/s{r.seed} run {r.run_id[:8]}" for r in changed.itertuples())
-                     + "): a function of `api._learning_code` differs from theirs; they are reused as they are, "
-                     "`--force` retrains")
+        lines.append(f"learning code changed since {len(changed)} cell(s)' runs trained ("
+                     + ", ".join(f"{r.dataset}/{r.model}/s{r.seed} {r.state} run {r.run_id[:8]}"
+                                 for r in changed.itertuples())
+                     + "): a function of `api._learning_code` differs from theirs. A done / evaluate cell is taken "
+                     "as it is, a started / extend one goes on from those steps under this code; to train one again "
+                     "under this code delete its run (`mlflow runs delete --run-id ID`) and rerun (`--force` "
+                     "retrains every cell of the command)")
     return "\n".join(lines)
 
 
@@ -436,10 +447,12 @@ def run_table(number: int, profile: str = "cpu", seeds: int = 3, datasets=None, 
     loaded = {}  # each dataset loaded once for all its cells' fingerprints
     cells = [Cell(d, m, s, cell_fingerprint(spec, d, m, s, profile, loaded)[1]) for d, m, s in jobs]
     del loaded
-    if not force:  # the runs this sitting would reuse, evaluate or resume, checked before any work
+    if not force and not worker_only:  # the runs this sitting would reuse, evaluate or resume, before any work
+        client = tracking.get_client(tracking.resolve_uri(tracking_uri))
         for cell in cells:
-            runs = tracking.search_runs(f"tags.fingerprint = '{cell.fingerprint}'", tracking_uri)
-            if run := next((r for r in runs if r.info.status in ("FINISHED", "RUNNING", "KILLED")), None):
+            _, run = cell_run(tracking.search_runs(f"tags.fingerprint = '{cell.fingerprint}'", tracking_uri),
+                              spec.metrics[0], client)
+            if run:
                 _warn_drift(run)
     # one queue per set of cells: new code or config is a new queue; --force a fresh one (retrain everything)
     digest = hashlib.sha256("\n".join(c.key for c in cells).encode()).hexdigest()[:12]
@@ -542,17 +555,47 @@ def log_table_to_run(run, spec: TableSpec, out) -> None:
     run.flush()
 
 
+# the settings of a run's recipe (its logged params) that a table states beside its numbers: what the profile and
+# the table's budget chose per dataset, so that two tables (or two commits of one profile) that trained differently
+# say so (`recipe_of`, the leaderboard's budget note)
+RECIPE_KEYS = ("train.max_steps", "train.epochs", "train.batch_size", "train.lr", "train.lr_schedule",
+               "train.grad_clip", "train.precision", "loss.recon", "loss.recon_sigma_init", "loss.kl_warmup",
+               "loss.mi_estimator", "loss.mi_reduce")
+
+
 def collect(jobs: list[dict], tracking_uri=None) -> pd.DataFrame:
-    """Per-seed eval metrics and judge accuracies of the jobs' runs, read from MLflow."""
+    """Per-seed eval metrics, judge accuracies and recipe (`RECIPE_KEYS` as `recipe.<key>`) of the jobs' runs,
+    read from MLflow."""
     rows = []
     for j in jobs:
         run = tracking.find_run(j["run_id"], tracking_uri)
         m = run.data.metrics
         row = {**j, **{k[5:]: v for k, v in m.items() if k.startswith("eval/")},
                "wall_time_s": m.get("sys/wall_time_s", m.get("wall_time_s")), "git_commit": run.data.tags.get("git_commit"),
-               "judge_run_id": run.data.tags.get("judge_run_id")}
+               "judge_run_id": run.data.tags.get("judge_run_id"),
+               **{f"recipe.{k}": v for k in RECIPE_KEYS if (v := run.data.params.get(k)) is not None}}
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def recipe_of(per_seed: pd.DataFrame) -> dict:
+    """Per dataset, the recipe settings every model's runs share ("all") and each model's own where they differ
+    ("per_model"), from the per-seed `recipe.<key>` columns (`collect`; a model's first seed stands for its
+    seeds, which share a config); {} where the runs logged none."""
+    cols = [c for c in per_seed.columns if c.startswith("recipe.")]
+    out = {}
+    for d, g in per_seed.groupby("dataset", sort=False):
+        per_model = {}
+        for m, gm in g.groupby("model", sort=False):
+            first = gm.iloc[0]
+            per_model[m] = {c[len("recipe."):]: str(first[c]) for c in cols if pd.notna(first[c])}
+        if not any(per_model.values()):
+            continue
+        settings = list(per_model.values())
+        common = {k: v for k, v in settings[0].items() if all(s.get(k) == v for s in settings)}
+        out[d] = {"all": common, "per_model": {m: {k: v for k, v in s.items() if k not in common}
+                                               for m, s in per_model.items() if set(s) - set(common)}}
+    return out
 
 
 def aggregate(spec: TableSpec, per_seed: pd.DataFrame) -> pd.DataFrame:
@@ -594,6 +637,12 @@ def write_table(spec: TableSpec, per_seed: pd.DataFrame, out, provenance: dict) 
         md += [f"Budget of this table at profile `{provenance['profile']}` (overrides of every run, per dataset): "
                + "; ".join(f"{d}: " + ", ".join(f"`{k}={v}`" for k, v in o.items())
                            for d, o in provenance["budget"].items()) + ".", ""]
+    recipe = recipe_of(per_seed)
+    if recipe:
+        md += ["Recipe (the cells' runs' logged params; per model where models differ): " + "; ".join(
+            f"{d}: " + ", ".join(f"`{k}={v}`" for k, v in r["all"].items())
+            + "".join(f" ({m}: " + ", ".join(f"`{k}={v}`" for k, v in o.items()) + ")"
+                      for m, o in r["per_model"].items()) for d, r in recipe.items()) + ".", ""]
     if provenance.get("data"):
         md += ["Real data (the other datasets: embedded): " + ", ".join(f"`{k}={v}`" for k, v in
                                                                      provenance["data"].items()) + ".", ""]
@@ -643,7 +692,8 @@ def write_table(spec: TableSpec, per_seed: pd.DataFrame, out, provenance: dict) 
                    f"run counts the steps that sitting added).")
     Path(f"{stem}.md").write_text("\n".join(md) + "\n")
     Path(f"{stem}.tex").write_text("\n".join(tex) + "\n")
-    prov = {**provenance, "judges": judges, "judge_warnings": warnings, "hardware": hardware(),
+    prov = {**provenance, **({"recipe": recipe} if recipe else {}), "judges": judges, "judge_warnings": warnings,
+            "hardware": hardware(),
             "packages": {p: _version(p) for p in ("torch", "torchvision", "torchaudio", "mlflow", "optuna", "numpy",
                                                   "scikit-learn", "opencv-python-headless")},
             "per_seed": json.loads(per_seed.to_json(orient="records"))}

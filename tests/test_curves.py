@@ -34,20 +34,29 @@ def test_curves_from_mlflow_filter(workdir, capsys):
     assert "no finished training run" in capsys.readouterr().err
 
 
-def test_continue_extends_the_same_runs_curve(workdir, capsys):
-    """`train --continue RUN_ID` with a larger max_steps goes on in the same MLflow run: one curve."""
+def test_continue_extends_the_same_runs_curve(workdir, capsys, monkeypatch):
+    """`train --continue RUN_ID` with a larger max_steps goes on in the same MLflow run: one curve, under the
+    config the run trained with (a profile changed since does not leak in), and only for the run's model."""
     from mlflow.tracking import MlflowClient
 
     from benchmark import tracking
+    from benchmark.profiles import PROFILES
+    from benchmark.safeload import load_data
     args = ["train", "--profile", "smoke", "-o", "train.eval_every=2", "--tag", "study=cont"]
     assert main(args + ["-o", "train.max_steps=4"]) == 0
     captured = capsys.readouterr()
     run_id = json.loads(captured.out)["run_id"]
     assert "contains the val split" in captured.err  # in-sample curves are announced
     assert tracking.find_run(run_id).data.tags["val_held_out"] == "false"
+    lr = tracking.find_run(run_id).data.params["train.lr"]
+    monkeypatch.setitem(PROFILES["smoke"].train, "lr", 0.5)  # the profile as a later commit might have it
+    assert main(args + ["--model", "dsvae", "--continue", run_id]) == 2
+    assert "the run trained s3vae on sprites" in capsys.readouterr().err
     assert main(args + ["-o", "train.max_steps=6", "--continue", run_id]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["run_id"] == run_id and out["steps"] == 6
+    config = load_data(out["checkpoint"], "test")["config"]
+    assert str(config["train"]["lr"]) == lr and config["train"]["max_steps"] == 6
     client = MlflowClient(tracking.resolve_uri(None))
     assert [m.step for m in client.get_metric_history(run_id, "val/acc")] == [2, 4, 6]
     assert len(tracking.search_runs("tags.study = 'cont'")) == 1

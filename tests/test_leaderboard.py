@@ -51,13 +51,13 @@ def test_committed_leaderboard_is_the_tables():
     assert np.allclose(fresh["mean"], lb["mean"], rtol=1e-12)
 
 
-def _table(path: Path, number: int, rows: list[tuple], profile="cpu", per_seed=None, budget=None):
+def _table(path: Path, number: int, rows: list[tuple], profile="cpu", per_seed=None, budget=None, recipe=None):
     """A tableN.csv + provenance in the format `run --table N` writes (rows: dataset, model, metric, mean, std, n)."""
     pd.DataFrame([(number, *r) for r in rows], columns=["table", "dataset", "model", "metric", "mean", "std",
                                                          "n"]).to_csv(path / f"table{number}.csv", index=False)
     prov = {"command": f"python -m benchmark run --table {number} --profile {profile} --seeds 3", "profile": profile,
             "seeds": 3, "passes": 3, "parent_run_id": "p", "git_commit": "0" * 40, "git_dirty": "false",
-            "budget": budget or {}, "jobs": [], "per_seed": per_seed or []}
+            "budget": budget or {}, "jobs": [], "per_seed": per_seed or [], **({"recipe": recipe} if recipe else {})}
     (path / f"table{number}_provenance.json").write_text(json.dumps(prov))
 
 
@@ -129,6 +129,21 @@ def test_budget_difference_is_flagged(tmp_path):
     _table(tmp_path, 2, [("faces", "no-mi", "acc", 65.0, 1.0, 3)])
     write_leaderboard(tmp_path)
     assert "Budgets differ between the tables ranked here" in (tmp_path / "leaderboard.md").read_text()
+
+
+def test_recipe_difference_is_flagged_only_where_every_table_records_one(tmp_path):
+    """Same budget overrides but another recipe (a profile changed between the tables' commits): flagged; a table
+    written before recipes were recorded is not taken for a different one."""
+    warm = {"faces": {"all": {"loss.kl_warmup": "2000"}, "per_model": {}}}
+    plain = {"faces": {"all": {"loss.kl_warmup": "0"}, "per_model": {}}}
+    _table(tmp_path, 1, [("faces", "s3vae", "acc", 60.0, 1.0, 3)], recipe=warm)
+    _table(tmp_path, 2, [("faces", "no-mi", "acc", 65.0, 1.0, 3)], recipe=plain)
+    write_leaderboard(tmp_path)
+    text = (tmp_path / "leaderboard.md").read_text()
+    assert "Budgets differ between the tables ranked here" in text and '"loss.kl_warmup": "2000"' in text
+    _table(tmp_path, 2, [("faces", "no-mi", "acc", 65.0, 1.0, 3)])  # no recipe recorded
+    write_leaderboard(tmp_path)
+    assert "Budgets differ" not in (tmp_path / "leaderboard.md").read_text()
 
 
 def test_errors_and_cli(tmp_path, capsys):

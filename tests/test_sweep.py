@@ -1,4 +1,5 @@
 """Optuna sweeps: shared SQLite study across worker processes, dead workers, crashed trials, report."""
+import json
 import os
 import signal
 import subprocess
@@ -25,7 +26,7 @@ def trial_runs(study):
             if r.data.tags.get("kind") == "trial"}
 
 
-def test_two_workers_share_one_study(workdir):
+def test_two_workers_share_one_study(workdir, monkeypatch):
     spec = SweepSpec("lambdas", "faces", trials=4, profile="smoke", overrides=FAST, progress=False)
     summary = run_sweep(spec, workers=2, out="sweeps")
     study = optuna.load_study(study_name=spec.study, storage=spec.storage)
@@ -51,6 +52,15 @@ def test_two_workers_share_one_study(workdir):
     for f in ("trials.csv", "lambdas.png", "history.png", "best_config.json", "summary.md"):
         assert (workdir / "sweeps" / spec.study / f).is_file(), f
     assert MlflowClient(spec.tracking_uri).get_run(parent).info.status == "FINISHED"
+    assert "rerun_differs" not in summary
+    # the profile changes after the study (a later commit): best_config.json stays what the best trial trained
+    from benchmark.config import RunConfig
+    from benchmark.profiles import PROFILES
+    monkeypatch.setitem(PROFILES["smoke"].train, "lr", 0.5)
+    again = report_study(spec.study, spec.storage, workdir / "again", spec.tracking_uri)
+    assert "trains under today's" in again["rerun_differs"]
+    trained = RunConfig.from_dict(json.loads((workdir / "again" / spec.study / "best_config.json").read_text()))
+    assert trained.train.lr != 0.5
 
 
 def test_crashed_trial_is_recorded_and_the_sweep_goes_on(workdir, monkeypatch):

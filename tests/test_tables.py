@@ -92,6 +92,9 @@ def test_table_budget_overrides_every_run(workdir, monkeypatch):
     _, prov = check_files(out, 3)
     assert prov["budget"] == budget
     assert "`train.max_steps=2`" in (out / "table3.md").read_text()
+    # the recipe the run logged (not the profile as it is now) is stated beside the numbers
+    assert prov["recipe"]["speech"]["all"]["train.max_steps"] == "2" == prov["per_seed"][0]["recipe.train.max_steps"]
+    assert "Recipe (the cells' runs' logged params" in (out / "table3.md").read_text()
 
 
 def test_unknown_table_and_dataset(workdir, capsys):
@@ -451,7 +454,8 @@ def test_a_run_trained_under_other_learning_code_is_flagged_when_a_table_reuses_
     client.set_tag(run_id, api.LEARNING_CODE_TAG, "0123456789abcdef")
     plan = plan_table(3, "smoke", seeds=1)
     assert plan.code_changed.tolist() == [r == run_id for r in plan.run_id]
-    assert f"learning code changed since 1 cell(s) trained (speech/fhvae/s0 run {run_id[:8]})" in format_plan(plan, 3)
+    assert f"learning code changed since 1 cell(s)' runs trained (speech/fhvae/s0 done run {run_id[:8]})" in \
+        format_plan(plan, 3)
     capsys.readouterr()
     run_table(3, "smoke", seeds=1, passes=1, out=workdir / "results", progress=False, stop_after_min=1e-4)
     assert f"warning: run {run_id} trained under other learning code" in capsys.readouterr().err
@@ -466,6 +470,30 @@ def test_a_run_trained_under_other_learning_code_is_flagged_when_a_table_reuses_
         monkeypatch.undo()
         api.learning_code_hash.cache_clear()
     assert api.learning_code_hash() == was
+
+
+def test_recipe_of_splits_what_every_model_shares_from_each_models_own():
+    """Known answer: sprites' four rows (two models × two seeds) share batch 32; the warm-up differs by model
+    (MoCoGAN 0), so it is per model; a dataset whose runs logged no recipe is left out."""
+    from benchmark.tables import recipe_of
+    rows = [{"dataset": "sprites", "model": m, "seed": s, "recipe.train.batch_size": "32",
+             "recipe.loss.kl_warmup": w} for m, w in (("baseline", "2000"), ("mocogan", "0")) for s in (0, 1)]
+    rows.append({"dataset": "faces", "model": "s3vae", "seed": 0})
+    assert recipe_of(pd.DataFrame(rows)) == {"sprites": {
+        "all": {"train.batch_size": "32"},
+        "per_model": {"baseline": {"loss.kl_warmup": "2000"}, "mocogan": {"loss.kl_warmup": "0"}}}}
+
+
+def test_a_run_that_goes_on_from_steps_of_other_learning_code_is_tagged_mixed():
+    """Known answers of the tag a resumed or extended run gets: the same code stays itself, other code gives
+    "EARLIER+THIS" (flagged), mixed stays mixed, an untagged earlier run stays unknown; a new run: this code."""
+    from benchmark.api import learning_code_hash, learning_code_tag
+    now = learning_code_hash()
+    assert learning_code_tag(None, continued=False) == now == learning_code_tag("anything", continued=False)
+    assert learning_code_tag(now, continued=True) == now
+    assert learning_code_tag("0123456789abcdef", continued=True) == f"0123456789abcdef+{now}"
+    assert learning_code_tag(f"0123456789abcdef+{now}", continued=True) == f"0123456789abcdef+{now}"
+    assert learning_code_tag(None, continued=True) is None and learning_code_tag("", continued=True) is None
 
 
 def test_a_raised_budget_goes_on_from_the_finished_run_and_equals_training_from_zero(workdir, monkeypatch):
