@@ -31,16 +31,22 @@ def _common(p, model=True):
 
 
 def _config(args):
-    from benchmark.config import parse_overrides, resolve_config
+    from benchmark.config import resolve_config
     from benchmark.profiles import get_profile
     profile = get_profile(args.profile).name
     if args.profile == "auto":
         print(f"profile: {profile} (auto)", file=sys.stderr)
+    return resolve_config(args.model, args.dataset, profile, getattr(args, "seed", 0), _cli_overrides(args))
+
+
+def _cli_overrides(args) -> dict:
+    """A command's -o KEY=VALUE items, with --data-dir / --device / --precision as the keys they set."""
+    from benchmark.config import parse_overrides
     overrides = parse_overrides(getattr(args, "override", None))
     for flag, key in (("data_dir", "data.data_dir"), ("device", "train.device"), ("precision", "train.precision")):
         if getattr(args, flag, None) is not None:
             overrides[key] = getattr(args, flag)
-    return resolve_config(args.model, args.dataset, profile, getattr(args, "seed", 0), overrides)
+    return overrides
 
 
 def cmd_list(args):
@@ -79,17 +85,13 @@ def _continued_config(args, checkpoint: str):
     """The config a continued run goes on with: the one it trained under (its checkpoint's), with only this
     command's -o / --precision / --device / --data-dir over it. Not the profile as it is now: a profile changed
     since would tag the run with a fingerprint of settings it never trained under."""
-    from benchmark.config import RunConfig, parse_overrides, set_dotted
-    from benchmark.safeload import load_data
-    cfg = RunConfig.from_dict(load_data(checkpoint, "--continue")["config"])
+    from benchmark.api import load_checkpoint
+    from benchmark.config import RunConfig, set_dotted
+    cfg = RunConfig.from_dict(load_checkpoint(checkpoint=checkpoint)[0]["config"])
     if (args.model, args.dataset) != (cfg.model.name, cfg.data.name):
         raise ValueError(f"--continue: the run trained {cfg.model.name} on {cfg.data.name} (profile "
                          f"{cfg.profile}), not --model {args.model} --dataset {args.dataset}; give the run's")
-    overrides = parse_overrides(args.override)
-    for flag, key in (("data_dir", "data.data_dir"), ("device", "train.device"), ("precision", "train.precision")):
-        if getattr(args, flag, None) is not None:
-            overrides[key] = getattr(args, flag)
-    for k, v in overrides.items():
+    for k, v in _cli_overrides(args).items():
         set_dotted(cfg, k, v)
     return cfg
 

@@ -42,8 +42,9 @@ def source_hash() -> str:
 def _learning_code() -> tuple:
     """The code outside `source_hash` that still decides what a model learns: the objective's weighting, the
     KL warm-up, the learning-rate schedule, the batch order, the seeds, the model build, the step and the loop
-    around it, and what makes a resumed run exact (checkpoint loading, RNG states). Not in the fingerprint (adding it would retrain every finished cell); recorded per run instead
-    (`LEARNING_CODE_TAG`) so that a table reusing a run trained under other code says so (`learning_code_drift`).
+    around it, and what makes a resumed run exact (checkpoint loading, RNG states). Not in the fingerprint
+    (adding it would retrain every finished cell); recorded per run instead (`LEARNING_CODE_TAG`) so that a
+    table reusing a run trained under other code says so (`learning_code_drift`).
     Listed function by function, not whole files, so a change elsewhere there (checkpoint copies, figures) is no
     alarm; `api.train`'s own wiring is not listed (mostly tracking)."""
     from benchmark import seeding, trainer, zoo
@@ -54,6 +55,9 @@ def _learning_code() -> tuple:
 
 
 LEARNING_CODE_TAG = "learning_code"
+# what to do about a cell whose run trained under other learning code (said by `learning_code_drift` and the plan)
+RETRAIN_ONE_CELL = ("to train one again under this code, delete its run (`mlflow runs delete --run-id ID`) and "
+                    "rerun; `--force` retrains every cell of the command")
 
 
 @functools.lru_cache(maxsize=None)
@@ -90,9 +94,7 @@ def learning_code_drift(run) -> str | None:
         return None
     return (f"run {run.info.run_id} trained under other learning code (tag {LEARNING_CODE_TAG}={was}, this tree "
             f"{learning_code_hash()}: a function of `api._learning_code` in benchmark/trainer.py, seeding.py or "
-            "zoo.py changed since; A+B: its steps ran under both); a table takes it as it is. To train that cell "
-            "again under this code, delete the run (`mlflow runs delete --run-id ID`) and rerun; `--force` "
-            "retrains every cell of the command")
+            f"zoo.py changed since; A+B: its steps ran under both); a table takes it as it is; {RETRAIN_ONE_CELL}")
 
 
 def run_fingerprint(cfg: RunConfig, dataset_fingerprint: str) -> str:
@@ -153,9 +155,8 @@ def train(cfg: RunConfig, resume: str | None = None, tracking_uri: str | None = 
                                                                "checkpoint_dir": str(ckpt_dir), "val_held_out": held_out}
                      | ({"extended_from": extends} if extends else {}) | (extra_tags or {}))
         earlier = run_id or extends  # the run whose steps this one goes on from, if any
-        code = learning_code_tag(tracking.find_run(earlier, tracking_uri).data.tags.get(LEARNING_CODE_TAG)
-                                 if earlier else learning_code_hash(), continued=bool(earlier))
-        if code:
+        earlier_code = tracking.find_run(earlier, tracking_uri).data.tags.get(LEARNING_CODE_TAG) if earlier else None
+        if code := learning_code_tag(earlier_code, continued=bool(earlier)):
             run.set_tags({LEARNING_CODE_TAG: code})
         if run_id is None:
             run.log_params(logged_params(cfg))

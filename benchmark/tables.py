@@ -12,8 +12,8 @@ from pathlib import Path
 import pandas as pd
 
 from benchmark import tracking
-from benchmark.api import (evaluate, extension_point, has_checkpoint, learning_code_drift, logged_params,
-                           resume_point, run_fingerprint, train)
+from benchmark.api import (RETRAIN_ONE_CELL, evaluate, extension_point, has_checkpoint, learning_code_drift,
+                           logged_params, resume_point, run_fingerprint, train)
 from benchmark.config import parse_overrides, resolve_config
 from benchmark.data import load_dataset
 from benchmark.profiles import get_profile
@@ -275,9 +275,7 @@ def format_plan(plan: pd.DataFrame, number) -> str:
                      + ", ".join(f"{r.dataset}/{r.model}/s{r.seed} {r.state} run {r.run_id[:8]}"
                                  for r in changed.itertuples())
                      + "): a function of `api._learning_code` differs from theirs. A done / evaluate cell is taken "
-                     "as it is, a started / extend one goes on from those steps under this code; to train one again "
-                     "under this code delete its run (`mlflow runs delete --run-id ID`) and rerun (`--force` "
-                     "retrains every cell of the command)")
+                     f"as it is, a started / extend one goes on from those steps under this code; {RETRAIN_ONE_CELL}")
     return "\n".join(lines)
 
 
