@@ -17,7 +17,7 @@ from benchmark.api import (RETRAIN_ONE_CELL, evaluate, extension_point, has_chec
 from benchmark.config import parse_overrides, resolve_config
 from benchmark.data import load_dataset
 from benchmark.profiles import get_profile
-from benchmark.trainer import TrainingError, cpu_has_bf16_units, step_budget
+from benchmark.trainer import TrainingError, cpu_has_bf16_units, isa_caps, step_budget
 from experiments import TableSpec, tables
 
 PAPER_CSV = Path(__file__).resolve().parent.parent / "experiments" / "paper_tables.csv"
@@ -719,7 +719,17 @@ def hardware() -> dict:
         pass
     return {"machine": platform.machine(), "processor": platform.processor(), "threads": torch.get_num_threads(),
             "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-            "cpu_flags": flags, "bf16_units": cpu_has_bf16_units()}
+            "cpu_flags": flags, "bf16_units": cpu_has_bf16_units(), "cpu_model": _cpu_model(),
+            # the vector ISA ATen dispatches to, and any cap on it (an AVX-512 CPU measured as AVX2)
+            "aten_capability": torch.backends.cpu.get_cpu_capability(), "isa_caps": isa_caps()}
+
+
+def _cpu_model() -> str | None:
+    try:
+        return next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("model name")), None)
+    except OSError:
+        return None
 
 
 def plot_table(spec: TableSpec, long: pd.DataFrame, paper: pd.DataFrame, path: Path,

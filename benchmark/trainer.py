@@ -30,11 +30,27 @@ def select_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+# ISA caps a process can run under (an AVX-512 CPU measured as if it had AVX2 only: `results/bench/must-holds.sh`
+# with ISA_CAP=avx2). oneDNN's levels in rising order; bf16 units need AVX512_CORE_BF16 or above.
+ISA_CAP_VARS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+_ONEDNN_ISA_ORDER = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI",
+                     "AVX512_CORE_BF16")
+
+
+def isa_caps() -> dict[str, str]:
+    """The ISA caps set in this process's environment (empty when it runs at the CPU's full ISA)."""
+    return {k: os.environ[k] for k in ISA_CAP_VARS if os.environ.get(k)}
+
+
 def cpu_has_bf16_units() -> bool:
-    """AMX or AVX-512 BF16: the CPUs on which bf16 autocast is a speed-up rather than an emulation."""
+    """AMX or AVX-512 BF16: the CPUs on which bf16 autocast is a speed-up rather than an emulation; False when
+    oneDNN is capped below AVX512_CORE_BF16 (it would then emulate bf16 too)."""
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
+        return False
+    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").upper()
+    if cap in _ONEDNN_ISA_ORDER[:-1]:
         return False
     return any(f in flags for f in ("amx_bf16", "avx512_bf16"))
 

@@ -57,3 +57,24 @@ def test_flop_counter_counts_fused_lstm_as_its_gemms():
     assert count(True) == 3 * 2 * per_direction
     # the unfused backward skips the gradient into h_0 (no grad wanted): one recurrent GEMM fewer per direction
     assert count(False) == 3 * 2 * per_direction - 2 * 2 * B * 4 * H * H
+
+
+def test_isa_cap_turns_off_bf16_units_and_is_recorded(monkeypatch):
+    """Under ONEDNN_MAX_CPU_ISA=AVX2 (must-holds.sh's ISA_CAP=avx2) bf16 would be emulated: no bf16 roofline, auto
+    precision fp32; the caps and ATen's dispatch level are in the hardware record beside the CPU flags."""
+    from benchmark import trainer
+    from benchmark.tables import hardware
+    monkeypatch.setattr(trainer.Path, "read_text", lambda self, *a, **k: "flags : fpu avx2 avx512f avx512_bf16\n"
+                        "model name : Some CPU\n")
+    for var in trainer.ISA_CAP_VARS:
+        monkeypatch.delenv(var, raising=False)
+    assert trainer.cpu_has_bf16_units() and hardware()["isa_caps"] == {}
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")
+    monkeypatch.setenv("MKL_ENABLE_INSTRUCTIONS", "AVX2")
+    assert not trainer.cpu_has_bf16_units()
+    assert trainer.resolve_precision("auto", torch.device("cpu")) == "fp32"
+    hw = hardware()
+    assert hw["isa_caps"] == {"ONEDNN_MAX_CPU_ISA": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+    assert hw["cpu_model"] == "Some CPU" and hw["aten_capability"] == torch.backends.cpu.get_cpu_capability()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX")  # a cap above bf16 keeps the units
+    assert trainer.cpu_has_bf16_units()
