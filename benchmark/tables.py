@@ -18,7 +18,7 @@ from benchmark.config import parse_overrides, resolve_config
 from benchmark.data import load_dataset
 from benchmark.profiles import get_profile
 from benchmark.trainer import TrainingError, cpu_has_bf16_units, isa_caps, step_budget
-from experiments import TableSpec, tables
+from experiments import LEARNING_FLOORS, TableSpec, below_floors, floors_warning, tables
 
 PAPER_CSV = Path(__file__).resolve().parent.parent / "experiments" / "paper_tables.csv"
 PERCENT = ("acc", "acc_action", "acc_static", "acc_all_static", "acc_all", "eer_z_f", "eer_z_t")
@@ -676,7 +676,9 @@ def write_table(spec: TableSpec, per_seed: pd.DataFrame, out, provenance: dict) 
             judges[d] = {c[len("judge_acc_"):]: float(g[c].min()) for c in acc_cols if g[c].notna().any()}
             judges[d]["judge_run_id"] = ", ".join(dict.fromkeys(g["judge_run_id"]))
     from benchmark.judges import judge_warning
-    warnings = [w for d, acc in judges.items() if (w := judge_warning(d, acc))]
+    judge_warnings = [w for d, acc in judges.items() if (w := judge_warning(d, acc))]
+    short = below_floors(per_seed.to_dict("records"))  # runs whose decoder cannot draw a factor
+    warnings = judge_warnings + ([floors_warning(short)] if short else [])
     if warnings:  # at the top, where a reader starts
         md[2:2] = [f"**{w}.**" for w in warnings] + [""]
     md += ["## Judges (test accuracy, %)", ""] + [f"- {d}: " + ", ".join(
@@ -690,13 +692,16 @@ def write_table(spec: TableSpec, per_seed: pd.DataFrame, out, provenance: dict) 
                    f"run counts the steps that sitting added).")
     Path(f"{stem}.md").write_text("\n".join(md) + "\n")
     Path(f"{stem}.tex").write_text("\n".join(tex) + "\n")
-    prov = {**provenance, **({"recipe": recipe} if recipe else {}), "judges": judges, "judge_warnings": warnings,
+    floors = {d: LEARNING_FLOORS[d] for d in dict.fromkeys(per_seed["dataset"]) if d in LEARNING_FLOORS}
+    prov = {**provenance, **({"recipe": recipe} if recipe else {}), "judges": judges,
+            "judge_warnings": judge_warnings, **({"learning_floors": {"floors": floors, "below": short}} if floors else {}),
             "hardware": hardware(),
             "packages": {p: _version(p) for p in ("torch", "torchvision", "torchaudio", "mlflow", "optuna", "numpy",
                                                   "scikit-learn", "opencv-python-headless")},
             "per_seed": json.loads(per_seed.to_json(orient="records"))}
     Path(f"{stem}_provenance.json").write_text(json.dumps(prov, indent=2, default=str))
-    fig = plot_table(spec, long, paper, Path(f"{stem}.png"), warnings,
+    # the figure's title gets each warning's first clause (the floor warning's run list is in the markdown)
+    fig = plot_table(spec, long, paper, Path(f"{stem}.png"), [w.split(" — ")[0] for w in warnings],
                      f"profile {provenance['profile']}, n = {provenance['seeds']} training seeds × "
                      f"{provenance['passes']} sampling passes; bars: mean, whiskers: ± std over seeds")
     return [Path(f"{stem}.csv"), Path(f"{stem}.md"), Path(f"{stem}.tex"), Path(f"{stem}_provenance.json"), fig]

@@ -14,6 +14,33 @@ LEARNING_FLOORS = {
 }
 
 
+def below_floors(rows) -> list[dict]:
+    """The runs that have not learned: one entry per (run, label family) whose judge-on-reconstruction accuracy
+    (`recon_acc_<family>`) is under its dataset's floor. `rows`: dicts with dataset, model, seed (and run_id), as a
+    table's per-seed rows; a row without the accuracy (MoCoGAN has no reconstructions) is not judged here."""
+    out = []
+    for r in rows:
+        for family, floor in LEARNING_FLOORS.get(r.get("dataset"), {}).items():
+            v = r.get(f"recon_acc_{family}")
+            if v is not None and v == v and v < floor:  # v == v: NaN (a column other rows have) is no value
+                out.append({"dataset": r["dataset"], "model": r["model"], "seed": r.get("seed"),
+                            "run_id": r.get("run_id"), "family": family, "recon_acc": float(v), "floor": floor})
+    return out
+
+
+def floors_warning(short: list[dict]) -> str | None:
+    """One line for the top of a table or its diagnostics: which runs are below their learning floors."""
+    if not short:
+        return None
+    runs = dict.fromkeys((s["dataset"], s["model"], s["seed"]) for s in short)
+    what = "; ".join(f"{m}/{d} seed {seed}: " + ", ".join(
+        f"{s['family']} {s['recon_acc']:.1f} % (floor {s['floor']:g})" for s in short
+        if (s["dataset"], s["model"], s["seed"]) == (d, m, seed)) for d, m, seed in runs)
+    return (f"NOT LEARNED: {len(runs)} run(s) render a label family below its learning floor on their own test "
+            f"reconstructions, so their protocol numbers measure what the decoder cannot draw, not disentanglement "
+            f"— {what}")
+
+
 @dataclass(frozen=True)
 class TableSpec:
     number: int

@@ -219,6 +219,9 @@ def test_diagnostics_markdown_one_table_per_dataset():
     assert "| s3vae | 1.5 ± 0.71 | 10 ± 0 |" in md, "mean ± sample std over the seeds"
     assert "| model | recon_mse | recon_acc_action |" in md
     assert "28.15 %" in md
+    # the first rows (smmnist 10 %, sprites action 50 %) are below their learning floors: named at the top
+    assert md.splitlines()[2].startswith("**NOT LEARNED: 3 run(s)")
+    assert "s3vae/sprites seed 0: action 50.0 % (floor 95)" in md.splitlines()[2]
 
 
 def test_regulariser_activity_known_answer_and_models_without_the_term():

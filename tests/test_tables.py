@@ -185,6 +185,34 @@ def test_a_judge_below_its_floor_flags_the_table(tmp_path):
         (tmp_path / "table2.md").read_text()
 
 
+
+def test_a_run_below_its_learning_floor_flags_the_table(tmp_path):
+    """Known answer: one faces run draws the expression at 75 % on its reconstructions (floor 80): the table
+    says which run, which family and by how much, at the top; the provenance lists it; MoCoGAN (no
+    reconstructions, NaN) and the runs over the floors are not named."""
+    from benchmark.tables import get_table, write_table
+    from experiments import LEARNING_FLOORS, below_floors
+    rows = [{"dataset": "faces", "model": m, "seed": s, "run_id": f"{m}{s}", "acc": 90.0, "is": 1.0,
+             "h_y_given_x": 0.0, "h_y": 0.0, "recon_acc_identity": 99.0, "recon_acc_expression": 95.0}
+            for m in ("s3vae", "no-scc") for s in range(3)]
+    rows[4]["recon_acc_expression"] = 75.0
+    rows.append({"dataset": "faces", "model": "no-mi", "seed": 0, "run_id": "m0", "acc": 90.0,
+                 "recon_acc_identity": float("nan"), "recon_acc_expression": float("nan")})
+    assert below_floors(rows) == [{"dataset": "faces", "model": "no-scc", "seed": 1, "run_id": "no-scc1",
+                                   "family": "expression", "recon_acc": 75.0, "floor": 80.0}]
+    prov = {"command": "python -m benchmark run --table 2", "profile": "smoke", "seeds": 3, "passes": 1,
+            "wall_time_s": 1.0}
+    write_table(get_table(2), pd.DataFrame(rows), tmp_path, prov)
+    top = (tmp_path / "table2.md").read_text().splitlines()[2]
+    assert top.startswith("**NOT LEARNED: 1 run(s)") and "no-scc/faces seed 1: expression 75.0 % (floor 80)" in top
+    p = json.loads((tmp_path / "table2_provenance.json").read_text())
+    assert p["learning_floors"]["floors"] == {"faces": LEARNING_FLOORS["faces"]} and len(p["learning_floors"]["below"]) == 1
+    assert p["judge_warnings"] == []
+    rows[4]["recon_acc_expression"] = 85.0
+    write_table(get_table(2), pd.DataFrame(rows), tmp_path, prov)
+    assert "NOT LEARNED" not in (tmp_path / "table2.md").read_text()
+
+
 # ------------------------------------------------------------------ real files: --data-dir / --data-option
 
 def test_real_data_options_resolve_as_train_does(tmp_path):
