@@ -19,6 +19,7 @@ from benchmark.data import load_dataset
 from benchmark.seeding import seed_everything
 from benchmark.trainer import Trainer, channels_last, select_device
 from benchmark.zoo import MODELS, build_model
+from experiments import LEARNING_FLOORS, below_floors
 
 
 def run_tags(cfg: RunConfig, dataset, device) -> dict:
@@ -586,7 +587,17 @@ def protocol_metrics(model, judge, dataset, passes: int = 3, seed: int = 0, max_
 
 def _log_eval(run, model, test, result, judge_report) -> None:
     step = 0
-    run.log_metrics({f"eval/{k}": v for k, v in result.get("metrics", {}).items()}, step)
+    metrics = result.get("metrics", {})
+    run.log_metrics({f"eval/{k}": v for k, v in metrics.items()}, step)
+    if test.info.name in LEARNING_FLOORS and any(k.startswith("recon_acc_") for k in metrics):
+        # visible in the MLflow UI as a column: a run whose decoder cannot draw a factor has no protocol result
+        short = below_floors([{"dataset": test.info.name, "model": None, **metrics}])
+        run.set_tags({"below_learning_floor": ", ".join(f"{s['family']} {s['recon_acc']:.1f} %" for s in short)
+                      or "no"})
+        if short:
+            what = ", ".join(f"{s['family']} {s['recon_acc']:.1f} % (floor {s['floor']:g})" for s in short)
+            print(f"warning: not learned ({test.info.name}): the judge reads the model's test reconstructions below "
+                  f"the learning floor: {what}", file=sys.stderr)
     if "n_sequences" in result:
         run.set_tags({"eval_sequences": result["n_sequences"]})
     if judge_report:

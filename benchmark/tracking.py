@@ -21,7 +21,8 @@ EXPERIMENTS = {
                         "description, the figure as an image) with its cells' train runs nested under it; "
                         "`train` and `eval` runs of their own are top-level. Metric prefixes: train/ (loss terms), "
                         "val/ (learning curves), eval/ (test protocol), sys/ (time and speed), table/ (a table's "
-                        "cells).",
+                        "cells). Tag below_learning_floor: the label families the judge reads on the run's own test "
+                        "reconstructions below their learning floor (\"no\" when none): such a run has not learned.",
     SWEEP_EXPERIMENT: "Optuna sweeps (`sweep --space ...`). One parent run per study (kind=sweep) with the best "
                       "trial's parameters as params; trials nested under it, named `trial-N` with their values.",
     JUDGE_EXPERIMENT: "Judge classifiers, one per dataset, profile and train split: their training curves "

@@ -45,7 +45,8 @@ def test_eval_logs_metrics_and_pictures_to_the_run(workdir, capsys):
     assert main(["train", "--profile", "smoke"]) == 0
     run_id = json.loads(capsys.readouterr().out)["run_id"]
     assert main(["eval", "--run", run_id, "--passes", "2"]) == 0
-    out = json.loads(capsys.readouterr().out)
+    cap = capsys.readouterr()
+    out = json.loads(cap.out)
     assert out["run_id"] == run_id
     for k in ("acc", "acc_action", "acc_static", "acc_all_static", "acc_skin_static", "acc_all", "is",
               "h_y_given_x", "h_y", "label_kl", "recon_acc_action", "recon_acc_skin", "recon_mse", "zf_std_across"):
@@ -56,6 +57,12 @@ def test_eval_logs_metrics_and_pictures_to_the_run(workdir, capsys):
     assert run.data.metrics["eval/acc"] == pytest.approx(out["metrics"]["acc"])
     assert "eval/judge_acc_action" in run.data.metrics and "judge_fingerprint" in run.data.tags
     assert run.data.metrics["eval/recon_acc_hair"] == pytest.approx(out["metrics"]["recon_acc_hair"])
+    # 4 smoke steps have not learned to draw: the families under their floors are a tag (an MLflow column) and a warning
+    from experiments import LEARNING_FLOORS
+    short = [f"{f} {out['metrics'][f'recon_acc_{f}']:.1f} %" for f, floor in LEARNING_FLOORS["sprites"].items()
+             if out["metrics"][f"recon_acc_{f}"] < floor]
+    assert short and run.data.tags["below_learning_floor"] == ", ".join(short)
+    assert "warning: not learned (sprites): the judge reads the model's test reconstructions below the learning floor" in cap.err
     arts = {a.path for a in client.list_artifacts(run_id, "eval")}
     assert {"eval/swap.gif", "eval/samples.png", "eval/protocols.json"} <= arts
     assert main(["eval", "--run", run_id, "--passes", "1", "--max-sequences", "4"]) == 0
