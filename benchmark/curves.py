@@ -224,8 +224,7 @@ def write_curves(runs, name: str, hue: str, out: str | Path, uri: str | None, co
 def table_curves(number: int, out="results/curves", uri: str | None = None, command: str = "",
                  targets: list[tuple[str, float]] | None = None) -> list[Path]:
     """The curves of the newest finished run of table N, one figure per dataset, logged to the table's run."""
-    parents = [r for r in tracking.search_runs(f"tags.kind = 'table' and tags.table = '{number}'", uri)
-               if r.info.status == "FINISHED"]
+    parents = tracking.complete_table_runs(number, uri)
     if not parents:
         raise FileNotFoundError(f"curves --table {number}: no finished table run in {tracking.resolve_uri(uri)}")
     parent = parents[0]

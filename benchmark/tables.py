@@ -334,9 +334,11 @@ def work_cells(spec, queue, profile, parent, tracking_uri, force, passes, progre
 
 
 def _worker_argv(stores: list[str]) -> list[str]:
-    """This command's arguments for a helper: without the launch options, with the resolved store URIs
-    (`stores`: --tracking-uri X --queue Y, so a helper started elsewhere opens the same ones) and --worker."""
-    drop = ("--workers", "--launcher", "--tracking-uri", "--queue")
+    """This command's arguments for a helper: without the launch options, with what this process resolved
+    (`stores`: --tracking-uri X --queue Y --queue-name Z --profile P, so a helper started elsewhere opens the same
+    stores and queue — under --force too, whose queue is new per command — and does not resolve `auto` on its own
+    machine) and --worker."""
+    drop = ("--workers", "--launcher", "--tracking-uri", "--queue", "--queue-name", "--profile")
     args, out, skip = list(sys.argv[1:]), [], 0
     for a in args:
         if skip:
@@ -428,17 +430,22 @@ def run_table(number: int, profile: str = "cpu", seeds: int = 3, datasets=None, 
               worker_only: bool = False, heartbeat_s: int = 10, grace_s: int = 60,
               launcher: str = "processes", data_dirs: list[str] | None = None,
               data_options: list[str] | None = None, precision: str | None = None,
-              stop_after_min: float | None = None) -> dict:
+              stop_after_min: float | None = None, queue_name: str | None = None) -> dict:
     """Train what is missing (cells claimed from a shared queue, so several processes or machines on one
     store split the work), reuse what is finished, evaluate, write the table files. `workers` > 1 starts
     that many processes here in all; `worker_only`: run cells and write no table (a helper of another).
     `data_dirs` / `data_options`: the real files of some datasets (see `real_data`); `precision`: every run's
     (default the profile's `auto`; pin fp32 for a table whose sittings run on different CPUs). `stop_after_min`:
-    a sitting of that length (`work_cells`); the table files are written once every cell is done."""
+    a sitting of that length (`work_cells`); the table files are written once every cell is done. `queue_name`:
+    the launching process's queue (a helper's; its own otherwise)."""
     import hashlib
     import os
     from benchmark.cells import Cell, CellQueue
     from benchmark.sweep import DEFAULT_STORAGE, absolute_sqlite
+    if launcher != "processes" and not worker_only and precision in (None, "auto"):
+        # `auto` resolves on each machine (bf16 on a GPU node, maybe fp32 here), and the cells' fingerprints with it
+        raise ValueError(f"--launcher {launcher}: give --precision bf16 or fp32; `auto` would resolve on each node, "
+                         f"and a launching machine without the workers' GPU would fingerprint every cell differently")
     spec, profile, jobs, data_params = table_setup(number, profile, seeds, datasets, models, data_dirs, data_options,
                                                    precision)
     tracking.health_check(tracking.resolve_uri(tracking_uri))
@@ -454,7 +461,7 @@ def run_table(number: int, profile: str = "cpu", seeds: int = 3, datasets=None, 
                 _warn_drift(run)
     # one queue per set of cells: new code or config is a new queue; --force a fresh one (retrain everything)
     digest = hashlib.sha256("\n".join(c.key for c in cells).encode()).hexdigest()[:12]
-    name = f"table{number}-{profile}-{digest}" + (f"-force-{time.time_ns()}" if force else "")
+    name = queue_name or f"table{number}-{profile}-{digest}" + (f"-force-{time.time_ns()}" if force else "")
     queue_url = absolute_sqlite(queue_url or DEFAULT_STORAGE)
     queue = CellQueue(queue_url, name, cells, tracking.resolve_uri(tracking_uri), heartbeat_s=heartbeat_s,
                       grace_s=grace_s)
@@ -463,7 +470,8 @@ def run_table(number: int, profile: str = "cpu", seeds: int = 3, datasets=None, 
     helpers = None
     if (workers > 1 or launcher != "processes") and not worker_only:
         # a remote launcher runs every worker there (this process waits); local processes add to this one
-        stores = ["--tracking-uri", tracking.resolve_uri(tracking_uri), "--queue", queue_url]
+        stores = ["--tracking-uri", tracking.resolve_uri(tracking_uri), "--queue", queue_url, "--queue-name", name,
+                  "--profile", profile]
         helpers = LAUNCHERS[launcher](workers if launcher != "processes" else workers - 1, gpus, workers, stores)
         if not helpers.remote:
             if gpus:
@@ -791,8 +799,7 @@ def report_table(number: int, out="results", tracking_uri=None, run_id: str | No
             raise ValueError(f"report --table {number} --run {run_id}: that run is not a table {number} run "
                              f"(kind={parent.data.tags.get('kind')!r}, table={parent.data.tags.get('table')!r})")
     else:
-        parents = [r for r in tracking.search_runs(f"tags.kind = 'table' and tags.table = '{number}'", tracking_uri)
-                   if r.info.status == "FINISHED" and not _real_data(r)]
+        parents = [r for r in tracking.complete_table_runs(number, tracking_uri) if not _real_data(r)]
         if not parents:
             raise FileNotFoundError(f"report --table {number}: no finished table run on the embedded data in {where}; "
                                     f"run `python -m benchmark run --table {number}` first (a real-data table: "

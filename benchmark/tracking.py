@@ -360,6 +360,13 @@ def find_run(run_id: str, uri: str | None = None):
     raise TrackingError(f"--run {run_id}: no such run in {uri}") from None
 
 
+def complete_table_runs(number, uri: str | None = None) -> list:
+    """Table N's parent runs that wrote the table (newest first): finished, and not a `--stop-after` sitting that
+    ended before its last cell (it finishes too, but has no jobs.json: the next sitting writes the table)."""
+    return [r for r in search_runs(f"tags.kind = 'table' and tags.table = '{number}'", uri)
+            if r.info.status == "FINISHED" and "stopped" not in r.data.tags]
+
+
 def search_runs(filter_string: str, uri: str | None = None, experiment: str | tuple = DEFAULT_EXPERIMENT) -> list:
     """Runs of the experiment(s) matching an MLflow filter, newest first."""
     client = get_client(uri)

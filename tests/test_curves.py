@@ -2,6 +2,7 @@
 import json
 
 import pandas as pd
+import pytest
 
 from benchmark.__main__ import main
 
@@ -100,3 +101,19 @@ def test_time_to_target_known_answer():
     assert parse_targets(["acc=80", "eer_z_f=20.5"]) == [("acc", 80.0), ("eer_z_f", 20.5)]
     with pytest.raises(ValueError, match="--until 'acc'"):
         parse_targets(["acc"])
+
+
+def test_report_and_curves_skip_a_stopped_sitting(workdir):
+    """A `--stop-after` sitting's parent ends FINISHED without jobs.json: `curves --table` / `report --table` take
+    the newest complete table run, and with none say so clearly instead of failing on a missing artifact."""
+    from benchmark import tracking
+    from benchmark.curves import table_curves
+    with tracking.start_run("table1-cpu", tags={"kind": "table", "table": 1}) as done:
+        done.log_text("[]", "jobs.json")
+    with tracking.start_run("table1-cpu", tags={"kind": "table", "table": 1}) as stopped:
+        stopped.set_tags({"stopped": "--stop-after 60 min"})
+    assert [r.info.run_id for r in tracking.complete_table_runs(1)] == [done.run_id]
+    with tracking.start_run("table2-cpu", tags={"kind": "table", "table": 2}) as only_stopped:
+        only_stopped.set_tags({"stopped": "--stop-after 60 min"})
+    with pytest.raises(FileNotFoundError, match="curves --table 2: no finished table run"):
+        table_curves(2, workdir / "curves")

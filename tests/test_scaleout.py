@@ -72,7 +72,7 @@ def test_submitit_array_of_workers_writes_the_table(workdir):
     """`--launcher submitit-local --workers 2`: the Slurm path run by submitit's local executor; the launching
     process trains nothing, the two tasks split the cells, and the table is written once all are done."""
     pytest.importorskip("submitit", reason="submitit is the optional [slurm] extra")
-    p = _start(workdir, ["--launcher", "submitit-local", "--workers", "2"])
+    p = _start(workdir, ["--launcher", "submitit-local", "--workers", "2", "--precision", "fp32"])
     out, err = p.communicate(timeout=900)
     assert p.returncode == 0, err[-3000:]
     finished = Counter(r.data.tags["fingerprint"] for r in _train_runs(workdir) if r.info.status == "FINISHED")

@@ -287,6 +287,14 @@ def test_real_data_cells_have_their_own_fingerprint(workdir, monkeypatch):
                                       f"sprites={real}", "--data-option=sprites.seed=1"])
     assert T._worker_argv(["--queue", "Q"]) == ["run", "--table", "2", "--data-dir", f"sprites={real}",
                                                 "--data-option=sprites.seed=1", "--queue", "Q", "--worker"]
+    # ... and what the launcher resolved in place of its own: the queue it made (under --force a new one per
+    # command: a helper making its own would train every cell again) and the profile (`auto` resolves per machine)
+    monkeypatch.setattr(sys, "argv", ["benchmark", "run", "--table", "2", "--workers", "2", "--force", "--profile",
+                                      "auto", "--queue-name=old"])
+    assert T._worker_argv(["--queue-name", "N", "--profile", "cpu"]) == [
+        "run", "--table", "2", "--force", "--queue-name", "N", "--profile", "cpu", "--worker"]
+    with pytest.raises(ValueError, match="--launcher slurm: give --precision bf16 or fp32"):
+        T.run_table(2, "smoke", 1, launcher="slurm", workers=2)
 
 
 def write_fake_sprites(path, train=20, test=6):
