@@ -120,6 +120,15 @@ def _warn_drift(run) -> None:
         print(f"warning: {why}", file=sys.stderr)
 
 
+def resumable(run) -> bool:
+    """An unfinished run a sitting goes on from (when it has a checkpoint): interrupted (KILLED), still marked
+    RUNNING (its process died), or FAILED for a reason another try can get past (a tracking outage, a full disk, a
+    lost worker) — not a TrainingError (a non-finite loss or a bad setting fails the same way again)."""
+    status = run.info.status
+    return status in ("RUNNING", "KILLED") or (
+        status == "FAILED" and not run.data.tags.get("error", "").startswith("TrainingError"))
+
+
 def run_job(spec, dataset, model, seed, profile, parent_id, tracking_uri, force, passes, progress):
     """One (model, dataset, seed) cell: reuse a finished+evaluated run, evaluate a finished one,
     resume an interrupted one from its checkpoint, go on from a finished run of a smaller budget
@@ -134,8 +143,8 @@ def run_job(spec, dataset, model, seed, profile, parent_id, tracking_uri, force,
     if trained:
         run_id, how = trained[0].info.run_id, "evaluated"
     else:
-        interrupted = [(r, ckpt) for r in runs if r.info.status in ("RUNNING", "KILLED")
-                       and (ckpt := resume_point(r, tracking_uri))] if not force else []
+        interrupted = [(r, ckpt) for r in runs if resumable(r) and (ckpt := resume_point(r, tracking_uri))] \
+            if not force else []
         shorter = None if force or interrupted else extension_point(cfg, training_data(cfg, profile, loaded),
                                                                      tracking_uri)
         go_on = resume_point(shorter[0], tracking_uri) if shorter else None  # None: unreadable now, train anew
@@ -190,7 +199,7 @@ def cell_run(runs, metric: str, client) -> tuple[str, object]:
         return "done", done[0]
     if finished := [r for r in runs if r.info.status == "FINISHED"]:
         return "evaluate", finished[0]
-    started = [r for r in runs if r.info.status in ("RUNNING", "KILLED") and has_checkpoint(client, r)]
+    started = [r for r in runs if resumable(r) and has_checkpoint(client, r)]
     return ("started", started[0]) if started else ("train", None)
 
 

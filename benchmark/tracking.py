@@ -276,6 +276,9 @@ def start_run(run_name: str, tags: dict | None = None, uri: str | None = None,
     if run_id:
         client.update_run(run_id, status="RUNNING")
         run = client.get_run(run_id)
+        if "error" in run.data.tags:  # a failed run taken up again: its old error no longer describes it
+            client.set_tag(run_id, "previous_error", run.data.tags["error"])
+            client.delete_tag(run_id, "error")
         for k, v in tags.items():
             client.set_tag(run_id, k, v)
     else:

@@ -579,3 +579,25 @@ def test_a_raised_budget_goes_on_from_the_finished_run_and_equals_training_from_
     assert sitting()["how"] == "trained"
     with_budget(5, "cosine")
     assert T.plan_table(3, "smoke", seeds=1).iloc[0].state == "train", "cosine: the 2-step run is no prefix"
+
+
+def test_which_unfinished_runs_a_sitting_goes_on_from(workdir):
+    """Interrupted, left RUNNING, or FAILED for a reason another try gets past (a tracking outage saved its
+    checkpoint) -> resumed; FAILED on a TrainingError (non-finite loss) -> trained anew; reopening a failed run
+    moves its old error aside."""
+    from types import SimpleNamespace as NS
+
+    from benchmark import tracking
+    from benchmark.tables import resumable
+    run = lambda status, error=None: NS(info=NS(status=status), data=NS(tags={"error": error} if error else {}))  # noqa: E731
+    assert resumable(run("KILLED")) and resumable(run("RUNNING"))
+    assert resumable(run("FAILED", "TrackingError: the tracking server at http://x stopped answering"))
+    assert not resumable(run("FAILED", "TrainingError: non-finite loss at step 12: recon=nan"))
+    assert not resumable(run("FINISHED"))
+    with pytest.raises(OSError):
+        with tracking.start_run("cell") as r:
+            raise OSError("No space left on device")
+    with tracking.start_run("cell", run_id=r.run_id):
+        pass
+    tags = tracking.get_client().get_run(r.run_id).data.tags
+    assert "error" not in tags and tags["previous_error"] == "OSError: No space left on device"
