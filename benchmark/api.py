@@ -117,6 +117,19 @@ def logged_params(cfg: RunConfig) -> dict[str, object]:
     return {f"data.{k}": v for k, v in settings.items()} | cfg.flat()
 
 
+def _mark_continued(run, before, cfg: RunConfig) -> None:
+    """A run trained on (`train --continue`, a resumed cell): settings that differ from its logged params go in the
+    tag `continued_with` (and config.json is the config it goes on under); eval/ metrics from before are tagged
+    stale (`tracking.EVAL_STALE_TAG`), so no table reuses an evaluation of fewer steps."""
+    params = before.data.params
+    changed = {k: (params[k], str(v)) for k, v in logged_params(cfg).items() if k in params and params[k] != str(v)}
+    if changed:
+        run.set_tags({"continued_with": "; ".join(f"{k}: {a} -> {b}" for k, (a, b) in changed.items())})
+        run.log_text(cfg.to_json(), "config.json")
+    if any(k.startswith("eval/") for k in before.data.metrics):
+        run.set_tags({tracking.EVAL_STALE_TAG: "the run trained on after these eval/ metrics were logged"})
+
+
 def train(cfg: RunConfig, resume: str | None = None, tracking_uri: str | None = None,
           progress: bool = True, ckpt_root: str = "checkpoints", parent_run_id: str | None = None,
           run_id: str | None = None, extra_tags: dict | None = None, hooks: list | None = None,
@@ -156,7 +169,8 @@ def train(cfg: RunConfig, resume: str | None = None, tracking_uri: str | None = 
                                                                "checkpoint_dir": str(ckpt_dir), "val_held_out": held_out}
                      | ({"extended_from": extends} if extends else {}) | (extra_tags or {}))
         earlier = run_id or extends  # the run whose steps this one goes on from, if any
-        earlier_code = tracking.find_run(earlier, tracking_uri).data.tags.get(LEARNING_CODE_TAG) if earlier else None
+        before = tracking.find_run(earlier, tracking_uri) if earlier else None
+        earlier_code = before.data.tags.get(LEARNING_CODE_TAG) if before else None
         if code := learning_code_tag(earlier_code, continued=bool(earlier)):
             run.set_tags({LEARNING_CODE_TAG: code})
         if run_id is None:
@@ -164,6 +178,8 @@ def train(cfg: RunConfig, resume: str | None = None, tracking_uri: str | None = 
             run.log_text(cfg.to_json(), "config.json")
             if extends:
                 tracking.copy_history(extends, run.run_id, uri=tracking_uri)
+        else:  # the same run goes on: MLflow params cannot change, so say what did, and what is now out of date
+            _mark_continued(run, before, cfg)
         try:
             with _sigterm_as_interrupt():
                 state = trainer.fit(resume=resume)
@@ -589,6 +605,7 @@ def _log_eval(run, model, test, result, judge_report) -> None:
     step = 0
     metrics = result.get("metrics", {})
     run.log_metrics({f"eval/{k}": v for k, v in metrics.items()}, step)
+    run.delete_tag(tracking.EVAL_STALE_TAG)  # these eval/ metrics are of the weights as they are now
     if test.info.name in LEARNING_FLOORS and any(k.startswith("recon_acc_") for k in metrics):
         # visible in the MLflow UI as a column: a run whose decoder cannot draw a factor has no protocol result
         short = below_floors([{"dataset": test.info.name, "model": None, **metrics}])

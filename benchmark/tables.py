@@ -94,7 +94,9 @@ def real_data(spec: TableSpec, datasets: list[str], data_dirs=None, data_options
 
 
 def _finished_eval(runs, metric):
-    return [r for r in runs if r.info.status == "FINISHED" and f"eval/{metric}" in r.data.metrics]
+    """Finished runs evaluated as they are now (not trained on since: `tracking.EVAL_STALE_TAG`)."""
+    return [r for r in runs if r.info.status == "FINISHED" and f"eval/{metric}" in r.data.metrics
+            and tracking.EVAL_STALE_TAG not in r.data.tags]
 
 
 def cell_fingerprint(spec, dataset, model, seed, profile, loaded: dict | None = None) -> tuple:

@@ -12,6 +12,9 @@ from pathlib import Path
 
 DEFAULT_URI = "sqlite:///mlruns.db"
 DEFAULT_EXPERIMENT = "s3vae-benchmark"
+# on a run that trained on after its eval/ metrics were logged (`train --continue`): they describe fewer steps, so a
+# table evaluates the run again instead of reusing them; a new evaluation removes it
+EVAL_STALE_TAG = "eval_stale"
 SWEEP_EXPERIMENT = "s3vae-benchmark-sweeps"
 JUDGE_EXPERIMENT = "s3vae-benchmark-judges"
 # one experiment per purpose, each with the description MLflow shows above its runs
@@ -99,6 +102,10 @@ class Tracker:
     @property
     def run_id(self) -> str:
         return self.run.info.run_id
+
+    def delete_tag(self, key: str) -> None:
+        if key in self.client.get_run(self.run_id).data.tags:
+            self.client.delete_tag(self.run_id, key)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric

@@ -50,6 +50,8 @@ def test_continue_extends_the_same_runs_curve(workdir, capsys, monkeypatch):
     assert "contains the val split" in captured.err  # in-sample curves are announced
     assert tracking.find_run(run_id).data.tags["val_held_out"] == "false"
     lr = tracking.find_run(run_id).data.params["train.lr"]
+    assert main(["eval", "--run", run_id, "--passes", "1", "--max-sequences", "4"]) == 0
+    capsys.readouterr()
     monkeypatch.setitem(PROFILES["smoke"].train, "lr", 0.5)  # the profile as a later commit might have it
     assert main(args + ["--model", "dsvae", "--continue", run_id]) == 2
     assert "the run trained s3vae on sprites" in capsys.readouterr().err
@@ -60,6 +62,14 @@ def test_continue_extends_the_same_runs_curve(workdir, capsys, monkeypatch):
     assert str(config["train"]["lr"]) == lr and config["train"]["max_steps"] == 6
     client = MlflowClient(tracking.resolve_uri(None))
     assert [m.step for m in client.get_metric_history(run_id, "val/acc")] == [2, 4, 6]
+    # its eval/ metrics are of 4 steps: stale, so no table reuses them; params stay (MLflow) and the change is a tag
+    from benchmark.tables import _finished_eval
+    run = tracking.find_run(run_id)
+    assert tracking.EVAL_STALE_TAG in run.data.tags and not _finished_eval([run], "acc")
+    assert run.data.tags["continued_with"] == "train.max_steps: 4 -> 6"
+    assert main(["eval", "--run", run_id, "--passes", "1", "--max-sequences", "4"]) == 0
+    run = tracking.find_run(run_id)
+    assert tracking.EVAL_STALE_TAG not in run.data.tags and _finished_eval([run], "acc")
     assert len(tracking.search_runs("tags.study = 'cont'")) == 1
     assert main(args + ["--continue", "no-such-run"]) == 2
     assert "no-such-run" in capsys.readouterr().err
