@@ -518,11 +518,18 @@ def evaluate(run_id: str | None = None, checkpoint: str | None = None, tracking_
     # with, for encoders, the judge on the model's own reconstructions: did it learn? (the protocol's ceiling)
     result.update(protocol_metrics(model, judge, test, passes, seed, max_sequences))
     result["eval_wall_time_s"] = time.perf_counter() - t0
-    run_id = run_id or payload.get("run_id")
+    trained_in = None if run_id else payload.get("run_id")  # a bare checkpoint names the run that wrote it
+    if trained_in:
+        try:
+            run_id = tracking.find_run(trained_in, tracking_uri).info.run_id
+        except tracking.TrackingError:  # written in another store or machine: results go to an eval run here
+            print(f"note: {path} was written by run {trained_in}, which is not in {tracking.resolve_uri(tracking_uri)};"
+                  f" the results go to a new eval run", file=sys.stderr)
     ctx = (tracking.open_run(run_id, tracking_uri) if run_id else None)
     if ctx is None:
-        with tracking.start_run(f"eval-{cfg.model.name}-{cfg.data.name}", uri=tracking_uri,
-                                tags={"kind": "eval", "checkpoint": str(path)}) as ctx:
+        tags = run_tags(cfg, test, dev) | {"kind": "eval", "checkpoint": str(path)} | (
+            {"trained_in_run": trained_in} if trained_in else {})
+        with tracking.start_run(f"eval-{cfg.model.name}-{cfg.data.name}", uri=tracking_uri, tags=tags) as ctx:
             _log_eval(ctx, model, test, result, judge_report)
     else:
         _log_eval(ctx, model, test, result, judge_report)

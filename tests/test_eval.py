@@ -67,6 +67,17 @@ def test_eval_logs_metrics_and_pictures_to_the_run(workdir, capsys):
     assert {"eval/swap.gif", "eval/samples.png", "eval/protocols.json"} <= arts
     assert main(["eval", "--run", run_id, "--passes", "1", "--max-sequences", "4"]) == 0
     assert client.get_run(run_id).data.tags["eval_sequences"] == "4", "a fixed subset of 4 test sequences"
+    capsys.readouterr()
+    # the run's checkpoint taken to another store: a new eval run there, tagged like a training run
+    ckpt = str(workdir / "checkpoints" / run_id / "final.pt")
+    other = f"sqlite:///{workdir / 'other.db'}"
+    assert main(["eval", "--checkpoint", ckpt, "--passes", "1", "--max-sequences", "4", "--tracking-uri", other]) == 0
+    cap = capsys.readouterr()
+    moved = mlflow.MlflowClient(other).get_run(json.loads(cap.out)["run_id"])
+    assert "which is not in" in cap.err and moved.info.run_id != run_id
+    assert {k: moved.data.tags[k] for k in ("kind", "model", "dataset", "trained_in_run")} == {
+        "kind": "eval", "model": "s3vae", "dataset": "sprites", "trained_in_run": run_id}
+    assert "eval/acc" in moved.data.metrics
     # what the diagnostic scripts load: the run's test split, its weights in eval mode, its judge
     from benchmark.api import load_checkpoint
     from benchmark.diagnose import restore_run
