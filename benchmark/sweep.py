@@ -130,13 +130,23 @@ class _ValReport:
             raise optuna.TrialPruned(f"epoch {epoch}: val {self.metric} {value:.3f} below the pruner's threshold")
 
 
+def study_overrides(data_dir: str | None, fixed: dict, overrides: dict, params: dict | None = None) -> dict:
+    """A study's overrides of its profile, in precedence order: its real files, the space's fixed settings, the
+    command's -o, a trial's parameters. One place, so trials, their scorer, the judge and the rerun agree."""
+    return {**({"data.data_dir": data_dir} if data_dir else {}), **fixed, **overrides, **(params or {})}
+
+
+def study_config(spec: SweepSpec, space, params: dict | None = None):
+    from benchmark.config import resolve_config
+    return resolve_config(space.model, spec.dataset, spec.profile, spec.seed,
+                          study_overrides(spec.data_dir, space.fixed, spec.overrides, params))
+
+
 class Objective:
     def __init__(self, spec: SweepSpec, space, parent_run_id: str):
-        from benchmark.config import resolve_config
         from benchmark.validation import make_validator
         self.spec, self.space, self.parent = spec, space, parent_run_id
-        cfg = resolve_config(space.model, spec.dataset, spec.profile, spec.seed, {"data.data_dir": spec.data_dir}
-                             if spec.data_dir else {})
+        cfg = study_config(spec, space)  # the val split of the trials' own data (real files, -o data.*)
         # the objective is scored on the whole val split with the sweep's passes
         self.validator = make_validator(cfg, spec.tracking_uri, spec.progress, passes=spec.passes, max_sequences=0)
 
@@ -144,12 +154,10 @@ class Objective:
         import optuna
 
         from benchmark.api import train
-        from benchmark.config import resolve_config
         s = self.spec
         params = self.space.suggest(trial)
         # the hook scores every epoch on the whole val split; a second, step-wise curve would duplicate it
-        cfg = resolve_config(self.space.model, s.dataset, s.profile, s.seed,
-                             {**self.space.fixed, **s.overrides, **params, "train.eval_every": 0})
+        cfg = study_config(s, self.space, {**params, "train.eval_every": 0})
         hook = _ValReport(trial, self.validator, self.space.metric)
         tags = {"kind": "trial", "study": s.study, "optuna_trial": trial.number, "optuna_trial_id": trial._trial_id,
                 "space": self.space.name}
@@ -256,7 +264,8 @@ def open_study(spec: SweepSpec):
     if study.metric_names is None:  # optuna-dashboard then names the objective instead of "Objective 0"
         study.set_metric_names([f"val_{space.metric}"])
     want = {"space": spec.space, "dataset": spec.dataset, "profile": spec.profile, "model": space.model,
-            "overrides": json.dumps(spec.overrides, sort_keys=True), "seed": spec.seed}
+            "overrides": json.dumps(spec.overrides, sort_keys=True), "seed": spec.seed,
+            "data_dir": spec.data_dir or ""}
     for k, v in want.items():
         have = study.user_attrs.get(k)
         if have is None:
@@ -278,7 +287,9 @@ def run_sweep(spec: SweepSpec, workers: int = 1, out: str | Path = "results/swee
     study = open_study(spec)
     parent = _parent_run(study, spec)
     # the judge is trained once here, so that workers load it from the cache instead of racing to train it
-    get_judge(spec.dataset, spec.profile, spec.data_dir, tracking_uri=spec.tracking_uri, progress=spec.progress)
+    cfg = study_config(spec, get_space(spec.space))
+    get_judge(spec.dataset, spec.profile, cfg.data.data_dir, options=cfg.data.options, tracking_uri=spec.tracking_uri,
+              progress=spec.progress)
     if not spec.threads:
         spec.threads = max(1, (os.cpu_count() or 1) // workers)
     print(f"[sweep] study {spec.study} in {spec.storage}: {workers} worker(s) until {spec.trials} finished trials; "
@@ -369,7 +380,8 @@ def report_study(study_name: str, storage: str = DEFAULT_STORAGE, out: str | Pat
         summary["best"] = {"number": best.number, "value": best.value, "params": best.params,
                            "mlflow_run_id": best.user_attrs.get("mlflow_run_id")}
         # what the trial's config was resolved from (`Objective.__call__`): the space's fixed settings too
-        overrides = {**space.fixed, **json.loads(attrs.get("overrides", "{}")), **best.params, "train.eval_every": 0}
+        overrides = study_overrides(attrs.get("data_dir"), space.fixed, json.loads(attrs.get("overrides", "{}")),
+                                    {**best.params, "train.eval_every": 0})
         cfg = resolve_config(attrs["model"], attrs["dataset"], attrs["profile"], attrs.get("seed", 0), overrides)
         trained = _trained_config(best.user_attrs.get("mlflow_run_id"), tracking_uri)
         if trained is not None and trained.to_dict() != cfg.to_dict():

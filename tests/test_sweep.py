@@ -135,7 +135,26 @@ def test_joining_a_study_with_other_settings_is_refused(workdir):
     other = SweepSpec("lambdas", "sprites", trials=1, profile="smoke", study="s", progress=False)
     with pytest.raises(ValueError, match="has dataset='faces'"):
         open_study(other)
+    real = SweepSpec("lambdas", "faces", trials=1, profile="smoke", study="s", progress=False, data_dir="/data/MUG")
+    with pytest.raises(ValueError, match="has data_dir=''"):
+        open_study(real)
     assert report_study("s", spec.storage, "out")["states"] == {}
+
+
+def test_a_study_s_real_files_and_overrides_reach_trials_scorer_and_rerun():
+    """Known answer: the real files and -o data.* of a study are in the trials' config and the val scorer's alike
+    (before, trials trained on the embedded data and were scored on the real val split); precedence: real files,
+    the space's fixed settings, -o, a trial's parameters."""
+    from benchmark.sweep import get_space, study_config, study_overrides
+    assert study_overrides("/d", {"a": 1, "b": 1}, {"b": 2, "c": 2}, {"c": 3}) == \
+        {"data.data_dir": "/d", "a": 1, "b": 2, "c": 3}
+    spec = SweepSpec("lambdas", "faces", trials=1, profile="smoke", data_dir="/data/MUG",
+                     overrides={"data.frames": 8})
+    space = get_space("lambdas")
+    scorer, trial = study_config(spec, space), study_config(spec, space, {"loss.lambda_scc": 7.0})
+    for cfg in (scorer, trial):
+        assert (cfg.data.data_dir, cfg.data.options) == ("/data/MUG", {"frames": 8})
+    assert trial.loss.lambda_scc == 7.0
 
 
 @pytest.mark.parametrize("name", ["faces", "smmnist", "sprites", "speech"])
