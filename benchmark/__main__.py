@@ -166,7 +166,7 @@ def cmd_run(args):
                     gpus=args.gpus.split(",") if args.gpus else None, worker_only=args.worker,
                     heartbeat_s=args.heartbeat, grace_s=args.grace, launcher=args.launcher,
                     data_dirs=args.data_dir, data_options=args.data_option, precision=args.precision,
-                    stop_after_min=args.stop_after, queue_name=args.queue_name)
+                    stop_after_min=args.stop_after, queue_name=args.queue_name, parent_run_id=args.parent_run)
     print(json.dumps({k: res[k] for k in ("files", "wall_time_s", "parent_run_id")}, indent=2))
 
 
@@ -348,6 +348,7 @@ def main(argv=None):
                    help="seconds without a heartbeat before a cell's worker counts as dead and the cell is re-queued")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # a helper started by --workers
     p.add_argument("--queue-name", default=None, help=argparse.SUPPRESS)  # ... and the queue its launcher made
+    p.add_argument("--parent-run", default=None, help=argparse.SUPPRESS)  # ... and the table run it nests under
     p.set_defaults(fn=cmd_run)
     p = sub.add_parser("report", help="rebuild a table's files from MLflow alone, or a sweep's from its study")
     p.add_argument("--table", type=table_id, default=None)

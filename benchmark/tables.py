@@ -349,7 +349,7 @@ def _worker_argv(stores: list[str]) -> list[str]:
     (`stores`: --tracking-uri X --queue Y --queue-name Z --profile P, so a helper started elsewhere opens the same
     stores and queue — under --force too, whose queue is new per command — and does not resolve `auto` on its own
     machine) and --worker."""
-    drop = ("--workers", "--launcher", "--tracking-uri", "--queue", "--queue-name", "--profile")
+    drop = ("--workers", "--launcher", "--tracking-uri", "--queue", "--queue-name", "--profile", "--parent-run")
     args, out, skip = list(sys.argv[1:]), [], 0
     for a in args:
         if skip:
@@ -441,14 +441,16 @@ def run_table(number: int, profile: str = "cpu", seeds: int = 3, datasets=None, 
               worker_only: bool = False, heartbeat_s: int = 10, grace_s: int = 60,
               launcher: str = "processes", data_dirs: list[str] | None = None,
               data_options: list[str] | None = None, precision: str | None = None,
-              stop_after_min: float | None = None, queue_name: str | None = None) -> dict:
+              stop_after_min: float | None = None, queue_name: str | None = None,
+              parent_run_id: str | None = None) -> dict:
     """Train what is missing (cells claimed from a shared queue, so several processes or machines on one
     store split the work), reuse what is finished, evaluate, write the table files. `workers` > 1 starts
     that many processes here in all; `worker_only`: run cells and write no table (a helper of another).
     `data_dirs` / `data_options`: the real files of some datasets (see `real_data`); `precision`: every run's
     (default the profile's `auto`; pin fp32 for a table whose sittings run on different CPUs). `stop_after_min`:
     a sitting of that length (`work_cells`); the table files are written once every cell is done. `queue_name`:
-    the launching process's queue (a helper's; its own otherwise)."""
+    the launching process's queue (a helper's; its own otherwise); `parent_run_id`: the launcher's table run,
+    under which a helper's run nests."""
     import hashlib
     import os
     from benchmark.cells import Cell, CellQueue
@@ -457,6 +459,9 @@ def run_table(number: int, profile: str = "cpu", seeds: int = 3, datasets=None, 
         # `auto` resolves on each machine (bf16 on a GPU node, maybe fp32 here), and the cells' fingerprints with it
         raise ValueError(f"--launcher {launcher}: give --precision bf16 or fp32; `auto` would resolve on each node, "
                          f"and a launching machine without the workers' GPU would fingerprint every cell differently")
+    if gpus and workers > 1 and launcher == "processes" and not worker_only:
+        # before anything asks CUDA for its devices (resolving `auto` precision does): later it has no effect
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpus[0]
     spec, profile, jobs, data_params = table_setup(number, profile, seeds, datasets, models, data_dirs, data_options,
                                                    precision)
     tracking.health_check(tracking.resolve_uri(tracking_uri))
@@ -479,22 +484,22 @@ def run_table(number: int, profile: str = "cpu", seeds: int = 3, datasets=None, 
     if launcher not in LAUNCHERS:
         raise ValueError(f"--launcher {launcher!r}: expected one of {', '.join(LAUNCHERS)}")
     helpers = None
-    if (workers > 1 or launcher != "processes") and not worker_only:
-        # a remote launcher runs every worker there (this process waits); local processes add to this one
-        stores = ["--tracking-uri", tracking.resolve_uri(tracking_uri), "--queue", queue_url, "--queue-name", name,
-                  "--profile", profile]
-        helpers = LAUNCHERS[launcher](workers if launcher != "processes" else workers - 1, gpus, workers, stores)
-        if not helpers.remote:
-            if gpus:
-                os.environ["CUDA_VISIBLE_DEVICES"] = gpus[0]
-            import torch
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
     t0, started_ms = time.perf_counter(), int(time.time() * 1000)
     git = tracking.git_info()  # now: writing the table's own files later makes the tree look dirty
     command = " ".join(["python -m benchmark"] + sys.argv[1:])
     with tracking.start_run(f"table{number}-{profile}" + ("-worker" if worker_only else ""), uri=tracking_uri,
                             tags={"kind": "table-worker" if worker_only else "table", "table": number,
-                                  "profile": profile, "command": command, "cell_queue": name, **git}) as parent:
+                                  "profile": profile, "command": command, "cell_queue": name, **git},
+                            parent_run_id=parent_run_id) as parent:
+        if (workers > 1 or launcher != "processes") and not worker_only:
+            # a remote launcher runs every worker there (this process waits); local processes add to this one.
+            # Each helper's runs nest under this table's run (--parent-run), so the UI shows every cell under it
+            stores = ["--tracking-uri", tracking.resolve_uri(tracking_uri), "--queue", queue_url, "--queue-name",
+                      name, "--profile", profile, "--parent-run", parent.run_id]
+            helpers = LAUNCHERS[launcher](workers if launcher != "processes" else workers - 1, gpus, workers, stores)
+            if not helpers.remote:
+                import torch
+                torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
         # what the table is, as params: filterable, and shown beside its metrics in Compare
         parent.log_params({"table": number, "profile": profile, "seeds": seeds, "passes": passes,
                            "datasets": ",".join(dict.fromkeys(c.dataset for c in cells)),

@@ -80,6 +80,12 @@ def test_submitit_array_of_workers_writes_the_table(workdir):
     assert (workdir / "results" / "table2.md").is_file()
     assert {j["how"] for j in json.loads((workdir / "results" / "table2_provenance.json").read_text())["jobs"]} \
         == {"other worker"}, "the launcher trained nothing itself"
+    # the tasks' runs nest under the table's run, so the UI shows every cell under it
+    client = mlflow.MlflowClient(f"sqlite:///{workdir / 'mlruns.db'}")
+    exp = client.get_experiment_by_name(DEFAULT_EXPERIMENT)
+    workers = client.search_runs([exp.experiment_id], "tags.kind = 'table-worker'")
+    assert len(workers) == 2 and {w.data.tags["mlflow.parentRunId"] for w in workers} == \
+        {json.loads(out)["parent_run_id"]}
 
 
 @pytest.fixture
