@@ -166,6 +166,8 @@ def _fingerprint(dataset, cfg, settings: dict) -> str:
     # the judge reads no loss settings (cross-entropy heads): a new sequence-model loss option or default
     # must not retrain the judges (SMMNIST's takes ~15 min on 2 cores)
     config = {k: v for k, v in cfg.to_dict().items() if k != "loss"}
+    # nor where it runs: `judge --device cpu`, `eval` (auto) and val curves on a GPU share one judge
+    config["train"] = {k: v for k, v in config["train"].items() if k != "device"}
     return fingerprint({"dataset": dataset.fingerprint, "config": config, "view": view, "source": src})
 
 

@@ -29,13 +29,16 @@ def test_judge_is_trained_once_then_cached(workdir, monkeypatch):
 
 
 def test_judge_fingerprint_ignores_loss_settings():
-    """The judge reads no loss settings: a loss default/option change keeps cached judges; its own do not."""
+    """The judge reads no loss settings and is the same on any device: a loss default/option change or another
+    --device keeps cached judges; its own settings do not."""
     from benchmark.data import load_dataset
     from benchmark.judges import _fingerprint, judge_config, judge_settings
     train = load_dataset("sprites", "train", "smoke")
     cfg, settings = judge_config("smoke", "sprites"), judge_settings("smoke", "sprites")
     fp = _fingerprint(train, cfg, settings)
     cfg.loss.recon, cfg.loss.lambda_mi, cfg.loss.kl_warmup = "bce", 7.0, 500
+    assert _fingerprint(train, cfg, settings) == fp
+    cfg.train.device = "cuda:1"  # nor the device it is asked on
     assert _fingerprint(train, cfg, settings) == fp
     cfg.model.width *= 2
     assert _fingerprint(train, cfg, settings) != fp
