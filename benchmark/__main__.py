@@ -32,10 +32,7 @@ def _common(p, model=True):
 
 def _config(args):
     from benchmark.config import resolve_config
-    from benchmark.profiles import get_profile
-    profile = get_profile(args.profile).name
-    if args.profile == "auto":
-        print(f"profile: {profile} (auto)", file=sys.stderr)
+    profile = get_profile_name(args.profile)
     return resolve_config(args.model, args.dataset, profile, getattr(args, "seed", 0), _cli_overrides(args))
 
 
@@ -251,8 +248,12 @@ def cmd_migrate_checkpoint(args):
 
 
 def get_profile_name(name):
+    """The profile a command runs under; `auto`'s choice is said, whatever the command."""
     from benchmark.profiles import get_profile
-    return get_profile(name).name
+    profile = get_profile(name).name
+    if name == "auto":
+        print(f"profile: {profile} (auto)", file=sys.stderr)
+    return profile
 
 
 def main(argv=None):

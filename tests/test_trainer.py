@@ -314,3 +314,14 @@ def test_cpu_profile_budgets_per_dataset():
     assert resolve_config("s3vae", "sprites", "cpu").train.batch_size == 32
     assert resolve_config("s3vae", "faces", "cpu").train.batch_size == 16
     assert resolve_config("s3vae", "faces", "cpu", overrides={"train.max_steps": "5"}).train.max_steps == 5
+
+
+def test_every_command_says_what_auto_chose(capsys, monkeypatch):
+    """`--profile auto` resolves per machine (paper on CUDA, else cpu): the choice is said on stderr by the one
+    function every command resolves its profile with, not only by train and bench."""
+    import torch
+
+    from benchmark.__main__ import get_profile_name
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert get_profile_name("auto") == "cpu" and "profile: cpu (auto)" in capsys.readouterr().err
+    assert get_profile_name("smoke") == "smoke" and capsys.readouterr().err == ""
