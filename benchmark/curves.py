@@ -237,6 +237,7 @@ def table_curves(number: int, out="results/curves", uri: str | None = None, comm
 def filtered_curves(filter_string: str, name: str, hue: str = "model", out="results/curves", uri: str | None = None,
                     command: str = "", targets: list[tuple[str, float]] | None = None) -> list[Path]:
     """The curves of every finished training run matching an MLflow filter (e.g. "tags.study = 'x'")."""
+    tracking.health_check(tracking.resolve_uri(uri))
     runs = [r for r in tracking.search_runs(filter_string, uri, (tracking.DEFAULT_EXPERIMENT, tracking.SWEEP_EXPERIMENT))
             if r.info.status == "FINISHED"
             and r.data.tags.get("kind") == "train"]

@@ -373,6 +373,7 @@ def find_run(run_id: str, uri: str | None = None):
 def complete_table_runs(number, uri: str | None = None) -> list:
     """Table N's parent runs that wrote the table (newest first): finished, and not a `--stop-after` sitting that
     ended before its last cell (it finishes too, but has no jobs.json: the next sitting writes the table)."""
+    health_check(resolve_uri(uri))  # `report` / `curves` start here: a dead server fails in seconds, not minutes
     return [r for r in search_runs(f"tags.kind = 'table' and tags.table = '{number}'", uri)
             if r.info.status == "FINISHED" and "stopped" not in r.data.tags]
 
