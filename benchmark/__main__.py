@@ -431,6 +431,10 @@ def main(argv=None):
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"error: {msg}", file=sys.stderr)
         return 2
+    except ImportError as e:  # an optional extra that this command needs: one line that names it, no traceback
+        print(f"error: {e}" + ("" if "pip install" in str(e) else
+                               " (an optional dependency: see the extras in pyproject.toml)"), file=sys.stderr)
+        return 2
     return 0
 
 

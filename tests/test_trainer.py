@@ -325,3 +325,15 @@ def test_every_command_says_what_auto_chose(capsys, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert get_profile_name("auto") == "cpu" and "profile: cpu (auto)" in capsys.readouterr().err
     assert get_profile_name("smoke") == "smoke" and capsys.readouterr().err == ""
+
+
+def test_a_missing_optional_extra_is_one_line(capsys, monkeypatch):
+    """`faces --data-dir` without the [mug] extra (or any command missing an optional package): exit 2 and one
+    line naming what to install, not a traceback."""
+    import benchmark.__main__ as cli
+
+    def needs_dlib(args):
+        raise ImportError("faces --data-dir needs dlib landmarks: pip install -e '.[mug]'")
+    monkeypatch.setattr(cli, "cmd_list", needs_dlib)
+    assert cli.main(["list"]) == 2
+    assert capsys.readouterr().err == "error: faces --data-dir needs dlib landmarks: pip install -e '.[mug]'\n"
