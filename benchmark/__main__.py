@@ -203,7 +203,9 @@ def cmd_export_runs(args):
     from benchmark.transfer import export_runs
     if (args.table is None) == (args.filter is None):
         raise ValueError("export-runs: give exactly one of --table N or --filter \"tags.study = 'NAME'\"")
-    where = args.filter or f"tags.table = '{args.table}'"
+    from benchmark.tables import cell_tag
+    # a table's cells: the runs it trained, and those it reused from another table (same fingerprint)
+    where = [args.filter] if args.filter else [f"tags.table = '{args.table}'", f"tags.{cell_tag(args.table)} = 'true'"]
     path, n = export_runs(where, args.out, args.tracking_uri)
     print(f"wrote {path} ({n} runs)")
 

@@ -140,6 +140,7 @@ def run_job(spec, dataset, model, seed, profile, parent_id, tracking_uri, force,
     runs = tracking.search_runs(f"tags.fingerprint = '{fp}'", tracking_uri)
     done = _finished_eval(runs, spec.metrics[0])
     if done and not force:
+        _mark_cell(done[0].info.run_id, spec.number, tracking_uri)
         return done[0].info.run_id, "reused"
     trained = [r for r in runs if r.info.status == "FINISHED"] if not force else []
     if trained:
@@ -166,7 +167,18 @@ def run_job(spec, dataset, model, seed, profile, parent_id, tracking_uri, force,
                            extra_tags={"table": spec.number})["run_id"]
             how = "trained"
     evaluate(run_id=run_id, tracking_uri=tracking_uri, passes=passes, seed=seed, progress=progress)
+    _mark_cell(run_id, spec.number, tracking_uri)
     return run_id, how
+
+
+def cell_tag(number) -> str:
+    """The tag that marks a run as a cell of table `number`, whichever table trained it (tables share cells of
+    the same fingerprint; the `table` tag names only the first): what `export-runs --table N` also carries."""
+    return f"cell_of_table_{number}"
+
+
+def _mark_cell(run_id: str, number, tracking_uri) -> None:
+    tracking.get_client(tracking_uri).set_tag(run_id, cell_tag(number), "true")
 
 
 def table_setup(number, profile, seeds, datasets=None, models=None, data_dirs=None, data_options=None,

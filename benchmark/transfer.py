@@ -18,13 +18,16 @@ SOURCE_TAG = tracking.IMPORTED_ID_TAG  # the run's id in the store it was first 
 LAST_ONLY_TAG = "imported_last_only"  # the imported train/ series that came as their last value only
 
 
-def export_runs(filter_string: str, out: str | Path, uri: str | None = None) -> tuple[Path, int]:
-    """Every FINISHED training run matching the MLflow filter, into `out` (JSON). Returns (path, count)."""
+def export_runs(filter_string: str | list[str], out: str | Path, uri: str | None = None) -> tuple[Path, int]:
+    """Every FINISHED training run matching the MLflow filter (or any of a list of them), into `out` (JSON).
+    Returns (path, count)."""
     uri = tracking.resolve_uri(uri)
     tracking.health_check(uri)
     client = tracking.get_client(uri)
-    runs = [r for r in tracking.search_runs(filter_string, uri)
-            if r.info.status == "FINISHED" and r.data.tags.get("kind") == "train"]
+    filters = [filter_string] if isinstance(filter_string, str) else list(filter_string)
+    found = {r.info.run_id: r for f in filters for r in tracking.search_runs(f, uri)}  # a run matching two: once
+    runs = [r for r in found.values() if r.info.status == "FINISHED" and r.data.tags.get("kind") == "train"]
+    filter_string = " | ".join(filters)
     if not runs:
         raise FileNotFoundError(f"export-runs {filter_string!r}: no finished training run matches in {uri}")
     records = [_record(client, r) for r in runs]

@@ -359,6 +359,8 @@ def test_a_table_goes_on_in_another_store_from_its_exported_cells(workdir, tmp_p
     activity = {j["model"]: regulariser_activity(logged_history(j["run_id"])) for j in first["jobs"]}
     activity_ids = {j["model"]: j["run_id"] for j in first["jobs"]}
     assert set(activity["s3vae"]) == {"scc_active_pct", "scc_mean", "mi_of_ceiling"}
+    # one cell as if another table had trained it first (same fingerprint, its `table` tag): still exported
+    tracking.get_client().set_tag(first["jobs"][0]["run_id"], "table", "1")
     assert main(["export-runs", "--table", "3", "--out", "cells.json"]) == 0
     assert "(3 runs)" in capsys.readouterr().out
     elsewhere = tmp_path_factory.mktemp("elsewhere")
