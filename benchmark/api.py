@@ -524,7 +524,7 @@ def evaluate(run_id: str | None = None, checkpoint: str | None = None, tracking_
             run_id = tracking.find_run(trained_in, tracking_uri).info.run_id
         except tracking.TrackingError:  # written in another store or machine: results go to an eval run here
             print(f"note: {path} was written by run {trained_in}, which is not in {tracking.resolve_uri(tracking_uri)};"
-                  f" the results go to a new eval run", file=sys.stderr)
+                  " the results go to a new eval run", file=sys.stderr)
     ctx = (tracking.open_run(run_id, tracking_uri) if run_id else None)
     if ctx is None:
         tags = run_tags(cfg, test, dev) | {"kind": "eval", "checkpoint": str(path)} | (

@@ -467,10 +467,12 @@ def run_table(number: int, profile: str = "cpu", seeds: int = 3, datasets=None, 
     import os
     from benchmark.cells import Cell, CellQueue
     from benchmark.sweep import DEFAULT_STORAGE, absolute_sqlite
+    if launcher not in LAUNCHERS:
+        raise ValueError(f"--launcher {launcher!r}: expected one of {', '.join(LAUNCHERS)}")
     if launcher != "processes" and not worker_only and precision in (None, "auto"):
         # `auto` resolves on each machine (bf16 on a GPU node, maybe fp32 here), and the cells' fingerprints with it
         raise ValueError(f"--launcher {launcher}: give --precision bf16 or fp32; `auto` would resolve on each node, "
-                         f"and a launching machine without the workers' GPU would fingerprint every cell differently")
+                         "and a launching machine without the workers' GPU would fingerprint every cell differently")
     if gpus and workers > 1 and launcher == "processes" and not worker_only:
         # before anything asks CUDA for its devices (resolving `auto` precision does): later it has no effect
         os.environ["CUDA_VISIBLE_DEVICES"] = gpus[0]
@@ -493,8 +495,6 @@ def run_table(number: int, profile: str = "cpu", seeds: int = 3, datasets=None, 
     queue_url = absolute_sqlite(queue_url or DEFAULT_STORAGE)
     queue = CellQueue(queue_url, name, cells, tracking.resolve_uri(tracking_uri), heartbeat_s=heartbeat_s,
                       grace_s=grace_s)
-    if launcher not in LAUNCHERS:
-        raise ValueError(f"--launcher {launcher!r}: expected one of {', '.join(LAUNCHERS)}")
     helpers = None
     t0, started_ms = time.perf_counter(), int(time.time() * 1000)
     git = tracking.git_info()  # now: writing the table's own files later makes the tree look dirty
