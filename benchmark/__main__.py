@@ -370,7 +370,8 @@ def main(argv=None):
     p = sub.add_parser("export-runs", help="finished training runs (a table's cells) as JSON, for a store elsewhere")
     p.add_argument("--table", type=table_id, default=None, help="the cells of table N (tags.table)")
     p.add_argument("--filter", default=None, help="any MLflow filter, e.g. \"tags.study = 'x'\"")
-    p.add_argument("--out", required=True, help="the JSON file to write (e.g. results/runs/table2-cpu.json)")
+    p.add_argument("--out", required=True, help="the JSON file to write (e.g. results/runs/table2-cpu.json; "
+                                               "ending in .gz: gzipped)")
     p.add_argument("--tracking-uri", default=None)
     p.set_defaults(fn=cmd_export_runs)
     p = sub.add_parser("import-runs", help="runs of export-runs files into this store (then `run --table N` "

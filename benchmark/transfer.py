@@ -6,6 +6,7 @@ terms `diagnose` reads, and the run's config text. Not the checkpoints: an impor
 from its logged evaluation and plotted, not trained further."""
 from __future__ import annotations
 
+import gzip
 import json
 import time
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 from benchmark import tracking
 
 FORMAT = "s3vae-benchmark-runs/1"
+GZIP_MAGIC = b"\x1f\x8b"
 HISTORY_PREFIXES = ("val/", "sys/")  # whole curves; other metrics (train/ every log_every steps): the last value
 SOURCE_TAG = tracking.IMPORTED_ID_TAG  # the run's id in the store it was first exported from
 LAST_ONLY_TAG = "imported_last_only"  # the imported train/ series that came as their last value only
@@ -33,9 +35,14 @@ def export_runs(filter_string: str | list[str], out: str | Path, uri: str | None
     records = [_record(client, r) for r in runs]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"format": FORMAT, "exported_from": uri, "filter": filter_string,
-                               "exported_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-                               **tracking.git_info(), "runs": records}, indent=1))
+    text = json.dumps({"format": FORMAT, "exported_from": uri, "filter": filter_string,
+                       "exported_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+                       **tracking.git_info(), "runs": records}, indent=1)
+    # a table's learning curves reach megabytes: `.json.gz` keeps a committed export small (import reads either)
+    if out.name.endswith(".gz"):
+        out.write_bytes(gzip.compress(text.encode(), mtime=0))
+    else:
+        out.write_text(text)
     return out, len(records)
 
 
@@ -107,10 +114,11 @@ def import_runs(paths, uri: str | None = None, experiment: str = tracking.DEFAUL
 def _read(path: Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"import-runs {path}: no such file")
+    raw = path.read_bytes()
     try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"import-runs {path}: not JSON ({e})") from None
+        data = json.loads(gzip.decompress(raw) if raw[:2] == GZIP_MAGIC else raw)
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError, EOFError) as e:
+        raise ValueError(f"import-runs {path}: not JSON or gzipped JSON ({e})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ValueError(f"import-runs {path}: expected a file written by `export-runs` (format {FORMAT!r})")
     return data

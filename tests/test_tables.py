@@ -363,13 +363,21 @@ def test_a_table_goes_on_in_another_store_from_its_exported_cells(workdir, tmp_p
     tracking.get_client().set_tag(first["jobs"][0]["run_id"], "table", "1")
     assert main(["export-runs", "--table", "3", "--out", "cells.json"]) == 0
     assert "(3 runs)" in capsys.readouterr().out
+    assert main(["export-runs", "--table", "3", "--out", "cells.json.gz"]) == 0  # gzipped: the same runs
+    import gzip
+    zipped = json.loads(gzip.decompress((workdir / "cells.json.gz").read_bytes()))["runs"]
+    plain = json.loads((workdir / "cells.json").read_text())["runs"]
+    assert [r["run_id"] for r in zipped] == [r["run_id"] for r in plain]
     elsewhere = tmp_path_factory.mktemp("elsewhere")
     shutil.copy(workdir / "cells.json", elsewhere)
+    shutil.copy(workdir / "cells.json.gz", elsewhere)
     monkeypatch.chdir(elsewhere)
     assert main(["import-runs", "cells.json"]) == 0
     assert "imported 3 runs, skipped 0" in capsys.readouterr().out
     assert main(["import-runs", "cells.json"]) == 0
     assert "imported 0 runs, skipped 3" in capsys.readouterr().out, "importing twice adds nothing"
+    assert main(["import-runs", "cells.json.gz"]) == 0
+    assert "imported 0 runs, skipped 3" in capsys.readouterr().out, "the gzipped file holds the same runs"
     again = run_table(3, "smoke", seeds=1, passes=1, out=elsewhere / "results", progress=False)
     assert {j["how"] for j in again["jobs"]} == {"reused"} and not (elsewhere / "checkpoints").exists()
     assert {j["run_id"] for j in again["jobs"]} == {j["run_id"] for j in first["jobs"]}, "ids valid in every store"
@@ -408,6 +416,9 @@ def test_a_table_goes_on_in_another_store_from_its_exported_cells(workdir, tmp_p
     (elsewhere / "bad.json").write_text("{}")
     assert main(["import-runs", "bad.json"]) == 2
     assert "bad.json: expected a file written by `export-runs`" in capsys.readouterr().err
+    (elsewhere / "cut.json.gz").write_bytes((elsewhere / "cells.json.gz").read_bytes()[:100])  # a truncated copy
+    assert main(["import-runs", "cut.json.gz"]) == 2
+    assert "cut.json.gz: not JSON or gzipped JSON" in capsys.readouterr().err
 
 
 def test_fingerprint_holds_the_precision_that_runs_and_run_can_pin_it(workdir, monkeypatch):
