@@ -19,7 +19,7 @@ from benchmark.data import load_dataset
 from benchmark.seeding import seed_everything
 from benchmark.trainer import Trainer, channels_last, select_device
 from benchmark.zoo import MODELS, build_model
-from experiments import LEARNING_FLOORS, below_floors
+from experiments import LEARNING_FLOORS, below_floors, shortfall
 
 
 def run_tags(cfg: RunConfig, dataset, device) -> dict:
@@ -616,12 +616,10 @@ def _log_eval(run, model, test, result, judge_report) -> None:
     if test.info.name in LEARNING_FLOORS and any(k.startswith("recon_acc_") for k in metrics):
         # visible in the MLflow UI as a column: a run whose decoder cannot draw a factor has no protocol result
         short = below_floors([{"dataset": test.info.name, "model": None, **metrics}])
-        run.set_tags({"below_learning_floor": ", ".join(f"{s['family']} {s['recon_acc']:.1f} %" for s in short)
-                      or "no"})
+        run.set_tags({"below_learning_floor": ", ".join(shortfall(s, floor=False) for s in short) or "no"})
         if short:
-            what = ", ".join(f"{s['family']} {s['recon_acc']:.1f} % (floor {s['floor']:g})" for s in short)
             print(f"warning: not learned ({test.info.name}): the judge reads the model's test reconstructions below "
-                  f"the learning floor: {what}", file=sys.stderr)
+                  f"the learning floor: {', '.join(map(shortfall, short))}", file=sys.stderr)
     if "n_sequences" in result:
         run.set_tags({"eval_sequences": result["n_sequences"]})
     if judge_report:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments import below_floors
+from experiments import below_floors, shortfall
 
 ALPHA = 0.05
 
@@ -59,7 +59,7 @@ def check_claims(results: str | Path = "results") -> list[dict]:
                "model": c.model, "other": c.other, "better": c.better, "model_values": a, "other_values": b,
                **verdict(a, b, c.better), "provenance": prov_path.name, "git_commit": prov.get("git_commit")}
         # a side with a run that cannot draw a factor (below its learning floor) tests nothing: say which
-        short = [f"{s['model']} seed {s['seed']} {s['family']} {s['recon_acc']:.1f} %" for s in below_floors(
+        short = [f"{s['model']} seed {s['seed']} {shortfall(s, floor=False)}" for s in below_floors(
             r for r in prov["per_seed"] if r["dataset"] == c.dataset and r["model"] in (c.model, c.other))]
         if short:
             row |= {"verdict": "not tested", "not_learned": short}

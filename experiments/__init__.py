@@ -28,16 +28,21 @@ def below_floors(rows) -> list[dict]:
     return out
 
 
+def shortfall(s: dict, floor: bool = True) -> str:
+    """One `below_floors` entry as text: "pants 82.0 % (floor 90)"."""
+    return f"{s['family']} {s['recon_acc']:.1f} %" + (f" (floor {s['floor']:g})" if floor else "")
+
+
 def floors_warning(short: list[dict]) -> str | None:
     """One line for the top of a table or its diagnostics: which runs are below their learning floors."""
     if not short:
         return None
     runs = dict.fromkeys((s["dataset"], s["model"], s["seed"]) for s in short)
     what = "; ".join(f"{m}/{d} seed {seed}: " + ", ".join(
-        f"{s['family']} {s['recon_acc']:.1f} % (floor {s['floor']:g})" for s in short
+        shortfall(s) for s in short
         if (s["dataset"], s["model"], s["seed"]) == (d, m, seed)) for d, m, seed in runs)
     return (f"NOT LEARNED: {len(runs)} run(s) render a label family below its learning floor on their own test "
-            f"reconstructions, so their protocol numbers measure what the decoder cannot draw, not disentanglement "
+            "reconstructions, so their protocol numbers measure what the decoder cannot draw, not disentanglement "
             f"— {what}")
 
 
